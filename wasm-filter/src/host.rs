@@ -1,0 +1,80 @@
+//! The proxy's side of [`Properties`]: raw ABI reads that turn every status into `None`.
+//!
+//! The SDK's `get_property` unwraps (and its hostcall panics on statuses it does not expect);
+//! a telemetry filter must not trap the VM because one attribute is odd, so it reads directly.
+
+use crate::properties::Properties;
+
+#[allow(clashing_extern_declarations)]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+}
+
+const STATUS_OK: u32 = 0;
+const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+
+/// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
+///
+/// # Safety
+/// `data` and `size` must come from a host call that returned OK.
+unsafe fn take(data: *mut u8, size: usize) -> Option<Vec<u8>> {
+    if data.is_null() {
+        return (size == 0).then(Vec::new);
+    }
+    // SAFETY: the SDK's allocator handed the host `Vec::with_capacity(size)` for this buffer.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
+pub struct Host;
+
+impl Properties for Host {
+    fn get(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let path = path.join("\0");
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the pointers are valid for the duration of the call; the host writes both out
+        // parameters only on success.
+        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        if status != STATUS_OK {
+            return None;
+        }
+        // SAFETY: status OK, so data/size describe a host-allocated buffer (or nothing).
+        unsafe { take(data, size) }
+    }
+}
+
+/// The `:status` of an HTTP call's answer, if it has a valid one.
+pub fn call_response_status() -> Option<u16> {
+    let key = ":status";
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `Host::get`.
+    let status = unsafe {
+        proxy_get_header_map_value(
+            HTTP_CALL_RESPONSE_HEADERS,
+            key.as_ptr(),
+            key.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    if status != STATUS_OK {
+        return None;
+    }
+    // SAFETY: status OK.
+    let bytes = unsafe { take(data, size) }?;
+    std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,229 @@
+//! Turns the attributes of one finished request into an [`Event`].
+
+use waggle_wire::{Event, Protocol, Reporter};
+
+use crate::flags;
+use crate::identity::{self, Local};
+use crate::properties::{truncate, Properties, PropertiesExt};
+
+/// What recording needs besides the attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub capture_path: bool,
+    pub max_path_len: usize,
+}
+
+/// Reads everything in one pass; a missing attribute yields a neutral value, never an error.
+pub fn record(p: &impl Properties, local: &Local, opts: Options, now_unix_ns: u64) -> Event {
+    // `xds.listener_direction`: 1 inbound, 2 outbound. Read per request: one filter
+    // configuration serves both directions.
+    let reporter = match p.int(&["xds", "listener_direction"]) {
+        Some(1) => Reporter::Destination,
+        _ => Reporter::Source,
+    };
+    let duration_ns = p.uint(&["request", "duration"]).unwrap_or(0);
+    let start_ns = p
+        .uint(&["request", "time"])
+        .unwrap_or_else(|| now_unix_ns.saturating_sub(duration_ns));
+    let protocol = match p.string(&["request", "headers", "content-type"]) {
+        Some(ct) if ct.starts_with("application/grpc") => Protocol::Grpc,
+        _ => Protocol::Http,
+    };
+    let grpc_status = match protocol {
+        Protocol::Grpc => p
+            .uint(&["response", "grpc_status"])
+            .and_then(|g| u32::try_from(g).ok()),
+        Protocol::Http => None,
+    };
+    let (local_principal, peer_principal) = identity::principals(p, reporter);
+    let upstream_cluster = match reporter {
+        Reporter::Source => p.string(&["xds", "cluster_name"]).unwrap_or_default(),
+        Reporter::Destination => String::new(),
+    };
+    Event {
+        reporter,
+        start_unix_us: start_ns / 1000,
+        duration_us: duration_ns / 1000,
+        response_code: p
+            .uint(&["response", "code"])
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(0),
+        grpc_status,
+        response_flags: flags::short_string(p.uint(&["response", "flags"]).unwrap_or(0)),
+        protocol,
+        method: p
+            .string(&["request", "method"])
+            .unwrap_or_else(|| "unknown".to_owned()),
+        request_bytes: p.uint(&["request", "total_size"]).unwrap_or(0),
+        response_bytes: p.uint(&["response", "total_size"]).unwrap_or(0),
+        peer: identity::peer(p, reporter),
+        local_principal,
+        peer_principal,
+        service: identity::service(p, reporter, local),
+        upstream_cluster,
+        trace_id: trace_id(p),
+        path: opts
+            .capture_path
+            .then(|| path(p, opts.max_path_len))
+            .flatten(),
+    }
+}
+
+/// The trace id of W3C `traceparent` or B3 `x-b3-traceid`, lowercase hex, when well formed.
+fn trace_id(p: &impl Properties) -> Option<String> {
+    let valid = |id: &str| {
+        matches!(id.len(), 16 | 32)
+            && id.bytes().all(|b| b.is_ascii_hexdigit())
+            && id.bytes().any(|b| b != b'0')
+    };
+    if let Some(tp) = p.string(&["request", "headers", "traceparent"]) {
+        // version "-" trace-id "-" parent-id "-" flags
+        let mut parts = tp.split('-');
+        if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
+            if id.len() == 32 && valid(id) {
+                return Some(id.to_ascii_lowercase());
+            }
+        }
+    }
+    p.string(&["request", "headers", "x-b3-traceid"])
+        .filter(|id| valid(id))
+        .map(|id| id.to_ascii_lowercase())
+}
+
+fn path(p: &impl Properties, max: usize) -> Option<String> {
+    let full = p
+        .string(&["request", "url_path"])
+        .or_else(|| p.string(&["request", "path"]))?;
+    let no_query = match full.split_once(['?', '#']) {
+        Some((before, _)) => before.to_owned(),
+        None => full,
+    };
+    Some(truncate(no_query, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::properties::fake::Map;
+
+    const OPTS: Options = Options {
+        capture_path: false,
+        max_path_len: 12,
+    };
+
+    fn inbound() -> Map {
+        let mut m = Map::default();
+        m.set_int(&["xds", "listener_direction"], 1)
+            .set_int(&["request", "time"], 1_767_225_600_123_456_789)
+            .set_int(&["request", "duration"], 12_345_678)
+            .set_int(&["response", "code"], 503)
+            .set_int(&["response", "flags"], 0b10_0010)
+            .set(&["request", "method"], "POST")
+            .set_int(&["request", "total_size"], 321)
+            .set_int(&["response", "total_size"], 4321)
+            .set(&["request", "host"], "reviews:9080")
+            .set(&["request", "path"], "/api/v1/items/42?token=secret")
+            .set(
+                &["request", "headers", "traceparent"],
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            );
+        m
+    }
+
+    #[test]
+    fn records_every_field_of_an_inbound_request() {
+        let local = Local {
+            workload: waggle_wire::sample::workload("reviews-v1", "bookinfo", "reviews", "v1"),
+            mesh_id: "m".into(),
+        };
+        let e = record(&inbound(), &local, OPTS, 0);
+        assert_eq!(e.reporter, Reporter::Destination);
+        assert_eq!(e.start_unix_us, 1_767_225_600_123_456);
+        assert_eq!(e.duration_us, 12_345);
+        assert_eq!(e.response_code, 503);
+        assert_eq!(e.response_flags, "UH,UF");
+        assert_eq!(
+            (e.method.as_str(), e.request_bytes, e.response_bytes),
+            ("POST", 321, 4321)
+        );
+        assert_eq!(e.protocol, Protocol::Http);
+        assert_eq!(e.grpc_status, None);
+        assert_eq!(
+            e.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(e.path, None, "path capture is off by default");
+        assert_eq!(
+            e.upstream_cluster, "",
+            "inbound requests have no upstream cluster"
+        );
+        assert_eq!(
+            (e.service.name.as_str(), e.service.namespace.as_str()),
+            ("reviews", "bookinfo")
+        );
+    }
+
+    #[test]
+    fn outbound_grpc_with_b3_and_path() {
+        let mut m = inbound();
+        m.set_int(&["xds", "listener_direction"], 2)
+            .set(
+                &["request", "headers", "content-type"],
+                "application/grpc+proto",
+            )
+            .set_int(&["response", "grpc_status"], 14)
+            .set(
+                &["xds", "cluster_name"],
+                "outbound|9080||ratings.bookinfo.svc.cluster.local",
+            )
+            .set(&["request", "headers", "traceparent"], "garbage")
+            .set(&["request", "headers", "x-b3-traceid"], "80F198EE56343BA8");
+        let opts = Options {
+            capture_path: true,
+            ..OPTS
+        };
+        let e = record(&m, &Local::default(), opts, 0);
+        assert_eq!(e.reporter, Reporter::Source);
+        assert_eq!((e.protocol, e.grpc_status), (Protocol::Grpc, Some(14)));
+        assert_eq!(
+            e.upstream_cluster,
+            "outbound|9080||ratings.bookinfo.svc.cluster.local"
+        );
+        assert_eq!(e.trace_id.as_deref(), Some("80f198ee56343ba8"));
+        assert_eq!(
+            e.path.as_deref(),
+            Some("/api/v1/item"),
+            "query stripped, then capped at 12 bytes"
+        );
+    }
+
+    #[test]
+    fn nothing_readable_gives_neutral_values() {
+        let e = record(&Map::default(), &Local::default(), OPTS, 5_000_000_000);
+        assert_eq!(e.reporter, Reporter::Source);
+        assert_eq!(
+            (e.response_code, e.duration_us, e.start_unix_us),
+            (0, 0, 5_000_000)
+        );
+        assert_eq!(e.response_flags, "-");
+        assert_eq!(e.method, "unknown");
+        assert_eq!(e.peer.workload, "unknown");
+        assert_eq!(e.trace_id, None);
+    }
+
+    #[test]
+    fn invalid_trace_ids_are_ignored() {
+        for (tp, b3) in [
+            ("00-zz-01-01", "xyz"),
+            (
+                "00-00000000000000000000000000000000-0-1",
+                "0000000000000000",
+            ),
+        ] {
+            let mut m = Map::default();
+            m.set(&["request", "headers", "traceparent"], tp)
+                .set(&["request", "headers", "x-b3-traceid"], b3);
+            assert_eq!(trace_id(&m), None, "{tp} {b3}");
+        }
+    }
+}
