@@ -39,6 +39,8 @@ impl Outcome {
 struct Sealed {
     sequence: u64,
     events: usize,
+    /// The drop count this batch reports; re-reported if the batch itself is refused.
+    dropped: u64,
     body: Vec<u8>,
 }
 
@@ -173,7 +175,7 @@ impl Outbox {
                 self.buffered -= batch.events;
                 self.stats.refused_batches += 1;
                 self.stats.dropped += batch.events as u64;
-                self.dropped_unreported += batch.events as u64;
+                self.dropped_unreported += batch.events as u64 + batch.dropped;
             }
             Outcome::Failed => {
                 // Keep sequence order so the backend sees batches in the order they were made.
@@ -195,6 +197,7 @@ impl Outbox {
         self.ready.push_back(Sealed {
             sequence: self.header.sequence,
             events,
+            dropped: self.header.dropped,
             body,
         });
         self.header.sequence += 1;
@@ -398,6 +401,28 @@ mod tests {
         o.pump(2000, &mut t);
         assert_eq!(t.sent.len(), 2);
         assert_eq!(decode(&t.sent[1].1).unwrap().header.dropped, 2);
+    }
+
+    #[test]
+    fn a_refused_batch_hands_its_drop_count_on() {
+        let mut o =
+            outbox(r#"{"max_batch_events": 1, "max_buffer_events": 1, "max_in_flight": 1}"#);
+        let mut t = Capture::default();
+        let events = sample::inbound(3, 8, false);
+        o.record(&events[0], 0);
+        o.record(&events[1], 0); // dropped: buffer full
+        o.pump(0, &mut t);
+        o.on_response(100, Outcome::Accepted, 0);
+        o.record(&events[2], 0); // sealed with dropped = 1
+        o.pump(0, &mut t);
+        assert_eq!(decode(&t.sent[1].1).unwrap().header.dropped, 1);
+        o.on_response(101, Outcome::Refused(413), 0);
+        o.pump(1, &mut t);
+        assert_eq!(
+            decode(&t.sent[2].1).unwrap().header.dropped,
+            2,
+            "its own event and the count it carried"
+        );
     }
 
     #[test]

@@ -87,7 +87,12 @@ pub fn inbound(n: usize, seed: u64, traced: bool) -> Vec<Event> {
                 grpc_status: None,
                 response_flags: flags.into(),
                 protocol: Protocol::Http,
-                method: if roll % 10 == 0 { "POST" } else { "GET" }.into(),
+                method: if roll.is_multiple_of(10) {
+                    "POST"
+                } else {
+                    "GET"
+                }
+                .into(),
                 request_bytes: rng.range(200, 900),
                 response_bytes: rng.range(300, 5_000),
                 local_principal: "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews".into(),

