@@ -1,0 +1,304 @@
+//! A counter sampled on a fixed grid, as if Prometheus scraped the sidecar every step.
+//!
+//! The value at step `s` counts every event that ended before `(s + 1) · resolution` and has
+//! arrived, so the newest sample is current the moment a batch lands. The last [`HEAD_STEPS`]
+//! steps stay mutable for batches that arrive late; older steps are compressed into [`Bits`].
+//! While a series receives events its grid extends to "now" without storing anything; once
+//! it has been idle for the stale time it ends with a stale marker, as a vanished scrape target
+//! does in Prometheus.
+
+use std::collections::VecDeque;
+
+use super::bits::Bits;
+
+/// Steps that late events can still land in exactly.
+pub const HEAD_STEPS: usize = 8;
+const CHUNK_STEPS: u32 = 900;
+
+/// One sample of a grid series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Point {
+    Value(u64),
+    Stale,
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    start: i64,
+    /// Cumulative value before `start`.
+    first: u64,
+    len: u32,
+    bits: Bits,
+    /// The segment ended here with a stale marker.
+    stale_at: Option<i64>,
+}
+
+impl Chunk {
+    fn end(&self) -> i64 {
+        self.stale_at.unwrap_or(self.start + i64::from(self.len) - 1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Grid {
+    chunks: VecDeque<Chunk>,
+    tail_start: i64,
+    tail: Vec<u64>,
+    /// Cumulative value before `tail_start`.
+    base: u64,
+    last_event: i64,
+    open: bool,
+    stale_steps: i64,
+}
+
+impl Grid {
+    pub fn new(stale_steps: i64) -> Self {
+        Self {
+            chunks: VecDeque::new(),
+            tail_start: 0,
+            tail: Vec::new(),
+            base: 0,
+            last_event: 0,
+            open: false,
+            stale_steps: stale_steps.max(1),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.base + self.tail.iter().sum::<u64>()
+    }
+
+    fn stale_end(&self) -> i64 {
+        self.last_event + self.stale_steps
+    }
+
+    /// Adds `count` at `step` (already clamped to now by the caller). Returns false when the
+    /// step was older than the mutable head and the count landed in the oldest head step.
+    pub fn add(&mut self, step: i64, count: u64) -> bool {
+        if self.open && step >= self.stale_end() {
+            self.close();
+        }
+        if !self.open {
+            self.open = true;
+            self.base = self.total_closed();
+            self.tail_start = step;
+            self.tail.clear();
+            self.tail.push(count);
+            self.last_event = step;
+            return true;
+        }
+        let exact = step >= self.tail_start;
+        let step = step.max(self.tail_start);
+        let idx = (step - self.tail_start) as usize;
+        if idx >= self.tail.len() {
+            self.tail.resize(idx + 1, 0);
+        }
+        if let Some(d) = self.tail.get_mut(idx) {
+            *d += count;
+        }
+        self.last_event = self.last_event.max(step);
+        let keep_from = self.tail.len().saturating_sub(HEAD_STEPS);
+        if keep_from > 0 {
+            self.seal(keep_from);
+        }
+        exact
+    }
+
+    /// The counter total once the tail is closed (the segment's last value).
+    fn total_closed(&self) -> u64 {
+        if self.open {
+            return self.total();
+        }
+        self.base
+    }
+
+    /// Moves the first `n` tail steps into compressed chunks.
+    fn seal(&mut self, n: usize) {
+        let sealed: Vec<u64> = self.tail.drain(..n).collect();
+        for d in sealed {
+            let step = self.tail_start;
+            let chunk = match self.chunks.back_mut() {
+                Some(c) if c.stale_at.is_none() && c.start + i64::from(c.len) == step && c.len < CHUNK_STEPS => c,
+                _ => {
+                    if let Some(c) = self.chunks.back_mut() {
+                        c.bits.shrink();
+                    }
+                    self.chunks.push_back(Chunk { start: step, first: self.base, len: 0, bits: Bits::default(), stale_at: None });
+                    match self.chunks.back_mut() {
+                        Some(c) => c,
+                        None => return,
+                    }
+                }
+            };
+            chunk.bits.push(d);
+            chunk.len += 1;
+            self.base += d;
+            self.tail_start += 1;
+        }
+    }
+
+    /// Ends the open segment: materialises its implicit idle steps and the stale marker.
+    fn close(&mut self) {
+        let end = self.stale_end();
+        let len = (end - self.tail_start).max(0) as usize;
+        self.tail.resize(len.max(self.tail.len()), 0);
+        let n = self.tail.len();
+        self.seal(n);
+        match self.chunks.back_mut() {
+            Some(c) if c.start + i64::from(c.len) == end => c.stale_at = Some(end),
+            _ => self.chunks.push_back(Chunk { start: end, first: self.base, len: 0, bits: Bits::default(), stale_at: Some(end) }),
+        }
+        self.open = false;
+    }
+
+    /// Closes a segment whose stale time has passed and drops chunks older than `min_step`.
+    /// Returns whether anything is left.
+    pub fn maintain(&mut self, now: i64, min_step: i64) -> bool {
+        if self.open && now >= self.stale_end() {
+            self.close();
+        }
+        while self.chunks.front().is_some_and(|c| c.end() < min_step) {
+            self.chunks.pop_front();
+        }
+        self.open || !self.chunks.is_empty()
+    }
+
+    /// Calls `f` for every point with `from <= step <= to`, in order, as of `now`.
+    pub fn points(&self, from: i64, to: i64, now: i64, mut f: impl FnMut(i64, Point)) {
+        for c in &self.chunks {
+            if c.end() < from || c.start > to {
+                continue;
+            }
+            let mut v = c.first;
+            for (i, d) in c.bits.reader().enumerate() {
+                let step = c.start + i as i64;
+                if step > to {
+                    break;
+                }
+                v += d;
+                if step >= from {
+                    f(step, Point::Value(v));
+                }
+            }
+            if let Some(s) = c.stale_at.filter(|s| (from..=to).contains(s)) {
+                f(s, Point::Stale);
+            }
+        }
+        if !self.open {
+            return;
+        }
+        let mut v = self.base;
+        for (i, d) in self.tail.iter().enumerate() {
+            let step = self.tail_start + i as i64;
+            v += d;
+            if step > to {
+                return;
+            }
+            if step >= from {
+                f(step, Point::Value(v));
+            }
+        }
+        let stale_end = self.stale_end();
+        let implicit_end = now.min(stale_end - 1).min(to);
+        let first_implicit = (self.tail_start + self.tail.len() as i64).max(from);
+        for step in first_implicit..=implicit_end {
+            f(step, Point::Value(v));
+        }
+        if now >= stale_end && (from..=to).contains(&stale_end) {
+            f(stale_end, Point::Stale);
+        }
+    }
+
+    /// Bytes held, for the memory figures.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.tail.capacity() * 8
+            + self.chunks.iter().map(|c| std::mem::size_of::<Chunk>() + c.bits.bytes()).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(g: &Grid, now: i64) -> Vec<(i64, Point)> {
+        let mut out = vec![];
+        g.points(i64::MIN / 2, i64::MAX / 2, now, |s, p| out.push((s, p)));
+        out
+    }
+
+    fn values(g: &Grid, now: i64) -> Vec<(i64, u64)> {
+        all(g, now)
+            .into_iter()
+            .filter_map(|(s, p)| match p {
+                Point::Value(v) => Some((s, v)),
+                Point::Stale => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn extends_to_now_while_active() {
+        let mut g = Grid::new(300);
+        g.add(10, 2);
+        g.add(12, 1);
+        assert_eq!(values(&g, 14), [(10, 2), (11, 2), (12, 3), (13, 3), (14, 3)]);
+    }
+
+    #[test]
+    fn late_events_land_in_their_step_within_the_head() {
+        let mut g = Grid::new(300);
+        g.add(100, 1);
+        g.add(105, 1);
+        assert!(g.add(101, 5), "within the head window");
+        assert_eq!(values(&g, 105).first(), Some(&(100, 1)));
+        assert_eq!(values(&g, 105).get(1), Some(&(101, 6)));
+        g.add(200, 1);
+        assert!(!g.add(150, 1), "older than the head: counted in its oldest step");
+        assert_eq!(values(&g, 200).last(), Some(&(200, 9)));
+    }
+
+    #[test]
+    fn goes_stale_and_resumes_with_the_same_total() {
+        let mut g = Grid::new(5);
+        g.add(0, 1);
+        g.add(2, 1);
+        let pts = all(&g, 20);
+        assert_eq!(pts.last(), Some(&(7, Point::Stale)), "stale 5 steps after the last event");
+        assert_eq!(pts.len(), 8);
+        g.add(30, 4);
+        let pts = all(&g, 31);
+        assert_eq!(pts[7], (7, Point::Stale));
+        assert_eq!(&pts[8..], [(30, Point::Value(6)), (31, Point::Value(6))]);
+        assert!(g.maintain(31, 0));
+        assert_eq!(all(&g, 31), pts, "maintenance changes nothing visible");
+    }
+
+    #[test]
+    fn long_runs_compress_and_retention_trims() {
+        let mut g = Grid::new(300);
+        for s in 0..3600 {
+            g.add(s, s as u64 % 3);
+        }
+        let vs = values(&g, 3599);
+        assert_eq!(vs.len(), 3600);
+        let expected: u64 = (0..3600u64).map(|s| s % 3).sum();
+        assert_eq!(vs.last(), Some(&(3599, expected)));
+        assert!(g.bytes() < 2048, "an hour of a busy counter in {} bytes", g.bytes());
+        assert!(g.maintain(3599, 3000));
+        let kept = values(&g, 3599);
+        assert!(kept.first().unwrap().0 >= 2000 && kept.first().unwrap().0 <= 3000);
+        assert_eq!(kept.last(), Some(&(3599, expected)), "totals survive trimming");
+    }
+
+    #[test]
+    fn window_bounds_are_inclusive() {
+        let mut g = Grid::new(300);
+        for s in 0..20 {
+            g.add(s, 1);
+        }
+        let mut got = vec![];
+        g.points(5, 7, 19, |s, _| got.push(s));
+        assert_eq!(got, [5, 6, 7]);
+    }
+}
