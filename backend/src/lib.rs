@@ -3,3 +3,6 @@
 
 pub mod labels;
 pub mod store;
+pub mod families;
+pub mod mesh;
+pub mod promql;

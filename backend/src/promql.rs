@@ -1,0 +1,68 @@
+//! The PromQL engine: parsing (with 2.42's dialect), evaluation and result types.
+
+pub mod aggregate;
+pub mod binary;
+pub mod engine;
+pub mod format;
+pub mod functions;
+pub mod value;
+
+use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality};
+
+pub use engine::{Evaluator, Options};
+pub use value::{EvalError, Sample, Series, Value};
+
+/// Parses a query and rejects what the parser accepts but Prometheus 2.42 does not.
+pub fn parse(query: &str) -> Result<Expr, String> {
+    functions::register_2_42_functions();
+    let expr = promql_parser::parser::parse(query)?;
+    check_dialect(&expr)?;
+    Ok(expr)
+}
+
+fn check_dialect(e: &Expr) -> Result<(), String> {
+    match e {
+        Expr::Call(c) => {
+            if !functions::FUNCTIONS_2_42.contains(&c.func.name) {
+                return Err(format!("unknown function with name \"{}\"", c.func.name));
+            }
+            c.args.args.iter().try_for_each(|a| check_dialect(a))
+        }
+        Expr::Aggregate(a) => {
+            let name = a.op.to_string();
+            if matches!(name.as_str(), "limitk" | "limit_ratio") {
+                return Err(format!("unknown aggregation \"{name}\""));
+            }
+            check_dialect(&a.expr)?;
+            a.param.as_ref().map_or(Ok(()), |p| check_dialect(p))
+        }
+        Expr::Binary(b) => {
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return Err("fill modifiers are not supported".into());
+                }
+                if let (Some(LabelModifier::Include(on)), Some(extra)) = (&m.matching, m.card.labels()) {
+                    if let Some(l) = extra.labels.iter().find(|l| on.labels.contains(l)) {
+                        return Err(format!("label \"{l}\" must not occur in ON and GROUP clause at once"));
+                    }
+                }
+                let _ = matches!(m.card, VectorMatchCardinality::ManyToMany);
+            }
+            check_dialect(&b.lhs)?;
+            check_dialect(&b.rhs)
+        }
+        Expr::VectorSelector(vs) => selector(vs),
+        Expr::MatrixSelector(ms) => selector(&ms.vs),
+        Expr::Paren(p) => check_dialect(&p.expr),
+        Expr::Unary(u) => check_dialect(&u.expr),
+        Expr::Subquery(s) => check_dialect(&s.expr),
+        _ => Ok(()),
+    }
+}
+
+fn selector(vs: &promql_parser::parser::VectorSelector) -> Result<(), String> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err("\"or\" inside a selector is not supported".into());
+    }
+    Ok(())
+}

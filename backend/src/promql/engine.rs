@@ -1,0 +1,319 @@
+//! Evaluates a parsed PromQL expression against the store with Prometheus 2.42's semantics.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
+use rustc_hash::FxHashMap;
+
+use super::value::{exec, EvalError, Result, Sample, Series, Value};
+use crate::labels::Labels;
+use crate::store::{is_stale, Store};
+
+/// Settings of one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub lookback_ms: i64,
+    pub subquery_step_ms: i64,
+    pub max_samples: usize,
+    pub deadline: Instant,
+}
+
+/// One series as selected: labels and the samples of the query's whole window.
+pub(crate) struct Selected {
+    pub labels: Labels,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// One query's evaluation state.
+pub struct Evaluator<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) now_ms: i64,
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) opts: Options,
+    loaded: Cell<usize>,
+    /// Per selector node (by address): everything it can need for this query, fetched once.
+    cache: RefCell<FxHashMap<usize, std::rc::Rc<Vec<Selected>>>>,
+    /// How far before `start` (and after `end`) any selector may look, from the AST.
+    margin_before: i64,
+    margin_after: i64,
+}
+
+pub fn duration_ms(d: &std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+        None => 0,
+    }
+}
+
+pub fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+/// (before, after) margins of the selectors under `e`.
+fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
+    let sel = |vs: &VectorSelector, range: i64| {
+        let off = offset_ms(&vs.offset);
+        ((range + off.max(0) + lookback).max(0), (-off).max(0))
+    };
+    let max2 = |a: (i64, i64), b: (i64, i64)| (a.0.max(b.0), a.1.max(b.1));
+    match e {
+        Expr::VectorSelector(vs) => sel(vs, 0),
+        Expr::MatrixSelector(ms) => sel(&ms.vs, duration_ms(&ms.range)),
+        Expr::Aggregate(a) => max2(margins(&a.expr, lookback), a.param.as_ref().map_or((0, 0), |p| margins(p, lookback))),
+        Expr::Unary(u) => margins(&u.expr, lookback),
+        Expr::Binary(b) => max2(margins(&b.lhs, lookback), margins(&b.rhs, lookback)),
+        Expr::Paren(p) => margins(&p.expr, lookback),
+        Expr::Subquery(s) => {
+            let (b, a) = margins(&s.expr, lookback);
+            let off = offset_ms(&s.offset);
+            (b + duration_ms(&s.range) + off.max(0), a + (-off).max(0))
+        }
+        Expr::Call(c) => c.args.args.iter().fold((0, 0), |acc, a| max2(acc, margins(a, lookback))),
+        _ => (0, 0),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(store: &'a Store, now_ms: i64, start: i64, end: i64, expr: &Expr, opts: Options) -> Self {
+        let (margin_before, margin_after) = margins(expr, opts.lookback_ms);
+        Self {
+            store,
+            now_ms,
+            start,
+            end,
+            opts,
+            loaded: Cell::new(0),
+            cache: RefCell::new(FxHashMap::default()),
+            margin_before,
+            margin_after,
+        }
+    }
+
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        if Instant::now() > self.opts.deadline {
+            return Err(EvalError::Timeout("expression evaluation".into()));
+        }
+        Ok(())
+    }
+
+    /// The time a selector or subquery evaluates at: its `@` if any, else `ts`.
+    pub(crate) fn at(&self, at: &Option<AtModifier>, ts: i64) -> i64 {
+        match at {
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(t)) => system_time_ms(t),
+            None => ts,
+        }
+    }
+
+    /// All series of a selector with their samples over the query's window.
+    fn fetch(&self, vs: &VectorSelector, ts_hint: i64) -> Result<std::rc::Rc<Vec<Selected>>> {
+        let key = vs as *const VectorSelector as usize;
+        if let Some(hit) = self.cache.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        let (lo, hi) = match &vs.at {
+            Some(_) => {
+                let t = self.at(&vs.at, ts_hint);
+                (t - self.margin_before, t + self.margin_after)
+            }
+            None => (self.start - self.margin_before, self.end + self.margin_after),
+        };
+        let mut matchers = vs.matchers.matchers.clone();
+        if let Some(name) = &vs.name {
+            if !matchers.iter().any(|m| m.name == crate::labels::METRIC_NAME) {
+                matchers.push(promql_parser::label::Matcher::new(promql_parser::label::MatchOp::Equal, crate::labels::METRIC_NAME, name));
+            }
+        }
+        let ids = self.store.select(&matchers);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let samples = self.store.samples(id, lo, hi, self.now_ms);
+            let n = self.loaded.get() + samples.len();
+            self.loaded.set(n);
+            if n > self.opts.max_samples {
+                return Err(EvalError::TooManySamples("query execution".into()));
+            }
+            out.push(Selected { labels: self.store.labels(id), samples });
+        }
+        let out = std::rc::Rc::new(out);
+        self.cache.borrow_mut().insert(key, out.clone());
+        Ok(out)
+    }
+
+    /// Instant selection: the newest sample in `[t - lookback, t]`, unless it is a stale marker.
+    pub(crate) fn select_instant(&self, vs: &VectorSelector, ts: i64) -> Result<Vec<Sample>> {
+        let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
+        let series = self.fetch(vs, ts)?;
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let i = s.samples.partition_point(|(st, _)| *st <= t);
+            if let Some(&(st, v)) = i.checked_sub(1).and_then(|i| s.samples.get(i)) {
+                if st >= t - self.opts.lookback_ms && !is_stale(v) {
+                    out.push(Sample { labels: s.labels.clone(), t: st, v });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Range selection: samples in `[t - range, t]`, stale markers dropped, empty series dropped.
+    pub(crate) fn select_range(&self, vs: &VectorSelector, range: i64, ts: i64) -> Result<Vec<Series>> {
+        let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
+        let series = self.fetch(vs, ts)?;
+        let mut out = Vec::new();
+        for s in series.iter() {
+            let from = s.samples.partition_point(|(st, _)| *st < t - range);
+            let to = s.samples.partition_point(|(st, _)| *st <= t);
+            let points: Vec<(i64, f64)> = s.samples.get(from..to).unwrap_or_default().iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
+            if !points.is_empty() {
+                out.push(Series { labels: s.labels.clone(), points });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Evaluates `e` at `ts` (milliseconds).
+    pub fn eval(&self, e: &Expr, ts: i64) -> Result<Value> {
+        self.check_deadline()?;
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.select_instant(vs, ts)?)),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.select_range(&ms.vs, duration_ms(&ms.range), ts)?)),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(vec) => Ok(Value::Vector(
+                    vec.into_iter().map(|s| Sample { labels: s.labels.without_name(), t: ts, v: -s.v }).collect(),
+                )),
+                other => exec(format!("unary minus on {}", other.type_name())),
+            },
+            Expr::Binary(b) => super::binary::eval(self, b, ts).map(|v| at_time(v, ts)),
+            Expr::Aggregate(a) => super::aggregate::eval(self, a, ts).map(|v| at_time(v, ts)),
+            Expr::Call(c) => super::functions::call(self, c, ts),
+            Expr::Subquery(sq) => self.subquery(sq, ts),
+            Expr::Extension(_) => exec("extension expressions are not supported"),
+        }
+    }
+
+    fn subquery(&self, sq: &promql_parser::parser::SubqueryExpr, ts: i64) -> Result<Value> {
+        let step = sq.step.as_ref().map_or(self.opts.subquery_step_ms, duration_ms).max(1);
+        let range = duration_ms(&sq.range);
+        let end = self.at(&sq.at, ts) - offset_ms(&sq.offset);
+        // Steps are aligned to absolute multiples of the step (Go's truncating division).
+        let mut start = step * ((end - range) / step);
+        if start < end - range {
+            start += step;
+        }
+        let mut series: Vec<Series> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut t = start;
+        while t <= end {
+            let mut push = |labels: Labels, v: f64| {
+                let i = *index.entry(labels.clone()).or_insert_with(|| {
+                    series.push(Series { labels, points: Vec::new() });
+                    series.len() - 1
+                });
+                if let Some(s) = series.get_mut(i) {
+                    s.points.push((t, v));
+                }
+            };
+            match self.eval(&sq.expr, t)? {
+                Value::Vector(v) => {
+                    for s in v {
+                        push(s.labels, s.v);
+                    }
+                }
+                Value::Scalar(v) => push(Labels::default(), v),
+                other => return exec(format!("subquery of a {} is not supported", other.type_name())),
+            }
+            t += step;
+        }
+        Ok(Value::Matrix(series))
+    }
+
+    /// Evaluates a range query: the expression at every step, as a matrix sorted by labels.
+    pub fn eval_range(&self, e: &Expr, step: i64) -> Result<Value> {
+        let mut series: Vec<Series> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut t = self.start;
+        while t <= self.end {
+            let samples: Vec<(Labels, f64)> = match self.eval(e, t)? {
+                Value::Vector(v) => {
+                    check_unique(&v)?;
+                    v.into_iter().map(|s| (s.labels, s.v)).collect()
+                }
+                Value::Scalar(v) => vec![(Labels::default(), v)],
+                other => {
+                    return Err(EvalError::BadData(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        if matches!(other, Value::Matrix(_)) { "range vector" } else { other.type_name() }
+                    )))
+                }
+            };
+            for (labels, v) in samples {
+                let i = *index.entry(labels.clone()).or_insert_with(|| {
+                    series.push(Series { labels, points: Vec::new() });
+                    series.len() - 1
+                });
+                if let Some(s) = series.get_mut(i) {
+                    s.points.push((t, v));
+                }
+            }
+            t += step;
+        }
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(series))
+    }
+
+    /// Evaluates an instant query.
+    pub fn eval_instant(&self, e: &Expr) -> Result<Value> {
+        let v = self.eval(e, self.start)?;
+        if let Value::Vector(vec) = &v {
+            check_unique(vec)?;
+        }
+        Ok(v)
+    }
+}
+
+/// Computed samples carry the evaluation time (only a plain selector keeps its own).
+fn at_time(v: Value, ts: i64) -> Value {
+    match v {
+        Value::Vector(vec) => Value::Vector(vec.into_iter().map(|s| Sample { t: ts, ..s }).collect()),
+        other => other,
+    }
+}
+
+/// Prometheus refuses a result vector with two elements of the same label set.
+pub(crate) fn check_unique(v: &[Sample]) -> Result<()> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(&s.labels) {
+            return exec("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(())
+}
+
+/// Token ids of the operators, re-exported for the other evaluation modules.
+pub(crate) mod ops {
+    pub use promql_parser::parser::token::{
+        T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE,
+        T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+    };
+}
