@@ -53,21 +53,36 @@ pub const FIELDS: [(&str, Field); 28] = [
     ("source_cluster", Field::SourceCluster),
     ("source_principal", Field::SourcePrincipal),
     ("destination_workload", Field::DestinationWorkload),
-    ("destination_workload_namespace", Field::DestinationNamespace),
+    (
+        "destination_workload_namespace",
+        Field::DestinationNamespace,
+    ),
     ("destination_app", Field::DestinationApp),
     ("destination_version", Field::DestinationVersion),
-    ("destination_canonical_service", Field::DestinationCanonicalService),
-    ("destination_canonical_revision", Field::DestinationCanonicalRevision),
+    (
+        "destination_canonical_service",
+        Field::DestinationCanonicalService,
+    ),
+    (
+        "destination_canonical_revision",
+        Field::DestinationCanonicalRevision,
+    ),
     ("destination_cluster", Field::DestinationCluster),
     ("destination_principal", Field::DestinationPrincipal),
     ("destination_service", Field::DestinationService),
     ("destination_service_name", Field::DestinationServiceName),
-    ("destination_service_namespace", Field::DestinationServiceNamespace),
+    (
+        "destination_service_namespace",
+        Field::DestinationServiceNamespace,
+    ),
     ("request_protocol", Field::RequestProtocol),
     ("response_code", Field::ResponseCode),
     ("grpc_response_status", Field::GrpcResponseStatus),
     ("response_flags", Field::ResponseFlags),
-    ("connection_security_policy", Field::ConnectionSecurityPolicy),
+    (
+        "connection_security_policy",
+        Field::ConnectionSecurityPolicy,
+    ),
     ("method", Field::Method),
     ("upstream_cluster", Field::UpstreamCluster),
     ("mesh_id", Field::MeshId),
@@ -85,7 +100,13 @@ impl Field {
         let s = |r: u32| Cow::Borrowed(batch.str(r));
         let l = |v: &'a String| Cow::Borrowed(v.as_str());
         // (source side, destination side) of one workload attribute.
-        let side = |from_local: &'a String, peer: u32, source: bool| if dest != source { l(from_local) } else { s(peer) };
+        let side = |from_local: &'a String, peer: u32, source: bool| {
+            if dest != source {
+                l(from_local)
+            } else {
+                s(peer)
+            }
+        };
         use Field::*;
         match self {
             Reporter => Cow::Borrowed(key.reporter.as_str()),
@@ -93,18 +114,36 @@ impl Field {
             SourceNamespace => side(&local.namespace, key.peer.namespace, true),
             SourceApp => side(&local.app, key.peer.app, true),
             SourceVersion => side(&local.version, key.peer.version, true),
-            SourceCanonicalService => side(&local.canonical_service, key.peer.canonical_service, true),
-            SourceCanonicalRevision => side(&local.canonical_revision, key.peer.canonical_revision, true),
+            SourceCanonicalService => {
+                side(&local.canonical_service, key.peer.canonical_service, true)
+            }
+            SourceCanonicalRevision => {
+                side(&local.canonical_revision, key.peer.canonical_revision, true)
+            }
             SourceCluster => side(&local.cluster, key.peer.cluster, true),
             DestinationWorkload => side(&local.workload, key.peer.workload, false),
             DestinationNamespace => side(&local.namespace, key.peer.namespace, false),
             DestinationApp => side(&local.app, key.peer.app, false),
             DestinationVersion => side(&local.version, key.peer.version, false),
-            DestinationCanonicalService => side(&local.canonical_service, key.peer.canonical_service, false),
-            DestinationCanonicalRevision => side(&local.canonical_revision, key.peer.canonical_revision, false),
+            DestinationCanonicalService => {
+                side(&local.canonical_service, key.peer.canonical_service, false)
+            }
+            DestinationCanonicalRevision => side(
+                &local.canonical_revision,
+                key.peer.canonical_revision,
+                false,
+            ),
             DestinationCluster => side(&local.cluster, key.peer.cluster, false),
-            SourcePrincipal => s(if dest { key.peer_principal } else { key.local_principal }),
-            DestinationPrincipal => s(if dest { key.local_principal } else { key.peer_principal }),
+            SourcePrincipal => s(if dest {
+                key.peer_principal
+            } else {
+                key.local_principal
+            }),
+            DestinationPrincipal => s(if dest {
+                key.local_principal
+            } else {
+                key.peer_principal
+            }),
             DestinationService => s(key.service.host),
             DestinationServiceName => s(key.service.name),
             DestinationServiceNamespace => s(key.service.namespace),
@@ -117,7 +156,9 @@ impl Field {
             ResponseFlags => s(key.response_flags),
             ConnectionSecurityPolicy => Cow::Borrowed(if !dest {
                 "unknown"
-            } else if batch.str(key.peer_principal) != "unknown" && batch.str(key.local_principal) != "unknown" {
+            } else if batch.str(key.peer_principal) != "unknown"
+                && batch.str(key.local_principal) != "unknown"
+            {
                 "mutual_tls"
             } else {
                 "none"
@@ -179,12 +220,14 @@ pub struct Family {
 
 /// Envoy's default histogram buckets, which Istio's duration and size histograms use (ms).
 pub const ENVOY_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
-    600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// The Prometheus client libraries' default buckets (seconds).
-pub const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Istio's standard label set, in its emission order.
 pub const ISTIO_LABELS: [&str; 25] = [
@@ -228,13 +271,14 @@ fn istio_labels() -> Vec<(String, Field)> {
 
 /// The built-in families.
 pub fn builtin() -> Vec<Family> {
-    let hist = |name: &str, measure, buckets: &[f64], labels: Vec<(String, Field)>, reporter| Family {
-        name: name.into(),
-        kind: Kind::Histogram(buckets.to_vec()),
-        measure,
-        labels,
-        reporter,
-    };
+    let hist =
+        |name: &str, measure, buckets: &[f64], labels: Vec<(String, Field)>, reporter| Family {
+            name: name.into(),
+            kind: Kind::Histogram(buckets.to_vec()),
+            measure,
+            labels,
+            reporter,
+        };
     let counter = |name: &str, labels: Vec<(String, Field)>, reporter| Family {
         name: name.into(),
         kind: Kind::Counter,
@@ -252,18 +296,59 @@ pub fn builtin() -> Vec<Family> {
     ]);
     vec![
         counter("istio_requests_total", istio_labels(), None),
-        hist("istio_request_duration_milliseconds", Measure::DurationMs, &ENVOY_BUCKETS, istio_labels(), None),
-        hist("istio_request_bytes", Measure::RequestBytes, &ENVOY_BUCKETS, istio_labels(), None),
-        hist("istio_response_bytes", Measure::ResponseBytes, &ENVOY_BUCKETS, istio_labels(), None),
+        hist(
+            "istio_request_duration_milliseconds",
+            Measure::DurationMs,
+            &ENVOY_BUCKETS,
+            istio_labels(),
+            None,
+        ),
+        hist(
+            "istio_request_bytes",
+            Measure::RequestBytes,
+            &ENVOY_BUCKETS,
+            istio_labels(),
+            None,
+        ),
+        hist(
+            "istio_response_bytes",
+            Measure::ResponseBytes,
+            &ENVOY_BUCKETS,
+            istio_labels(),
+            None,
+        ),
         counter(
             "envoy_cluster_upstream_rq",
-            labels(&[("envoy_cluster_name", "upstream_cluster"), ("envoy_response_code", "response_code")]),
+            labels(&[
+                ("envoy_cluster_name", "upstream_cluster"),
+                ("envoy_response_code", "response_code"),
+            ]),
             Some(Reporter::Source),
         ),
-        counter("envoy_cluster_upstream_rq_total", cluster.clone(), Some(Reporter::Source)),
-        hist("envoy_cluster_upstream_rq_time", Measure::DurationMs, &ENVOY_BUCKETS, cluster, Some(Reporter::Source)),
-        counter("http_requests_total", http.clone(), Some(Reporter::Destination)),
-        hist("http_request_duration_seconds", Measure::DurationSeconds, &DEFAULT_BUCKETS, http, Some(Reporter::Destination)),
+        counter(
+            "envoy_cluster_upstream_rq_total",
+            cluster.clone(),
+            Some(Reporter::Source),
+        ),
+        hist(
+            "envoy_cluster_upstream_rq_time",
+            Measure::DurationMs,
+            &ENVOY_BUCKETS,
+            cluster,
+            Some(Reporter::Source),
+        ),
+        counter(
+            "http_requests_total",
+            http.clone(),
+            Some(Reporter::Destination),
+        ),
+        hist(
+            "http_request_duration_seconds",
+            Measure::DurationSeconds,
+            &DEFAULT_BUCKETS,
+            http,
+            Some(Reporter::Destination),
+        ),
     ]
 }
 
@@ -297,25 +382,41 @@ pub struct FamilyError {
 
 impl FamilyConfig {
     pub fn build(&self) -> Result<Family, FamilyError> {
-        let err = |reason: String| FamilyError { family: self.name.clone(), reason };
+        let err = |reason: String| FamilyError {
+            family: self.name.clone(),
+            reason,
+        };
         if !is_metric_name(&self.name) {
             return Err(err("is not a valid metric name".into()));
         }
         let kind = match self.kind.as_str() {
             "counter" => Kind::Counter,
             "histogram" => {
-                if self.buckets.is_empty() || self.buckets.windows(2).any(|w| w[0] >= w[1]) || self.buckets.iter().any(|b| !b.is_finite()) {
-                    return Err(err("histogram buckets must be finite, ascending and non-empty".into()));
+                if self.buckets.is_empty()
+                    || self.buckets.windows(2).any(|w| w[0] >= w[1])
+                    || self.buckets.iter().any(|b| !b.is_finite())
+                {
+                    return Err(err(
+                        "histogram buckets must be finite, ascending and non-empty".into(),
+                    ));
                 }
                 Kind::Histogram(self.buckets.clone())
             }
-            other => return Err(err(format!("kind {other:?} is neither \"counter\" nor \"histogram\""))),
+            other => {
+                return Err(err(format!(
+                    "kind {other:?} is neither \"counter\" nor \"histogram\""
+                )))
+            }
         };
         let reporter = match self.reporter.as_deref() {
             None => None,
             Some("source") => Some(Reporter::Source),
             Some("destination") => Some(Reporter::Destination),
-            Some(other) => return Err(err(format!("reporter {other:?} is neither \"source\" nor \"destination\""))),
+            Some(other) => {
+                return Err(err(format!(
+                    "reporter {other:?} is neither \"source\" nor \"destination\""
+                )))
+            }
         };
         let mut labels = Vec::new();
         for (label, field) in &self.labels {
@@ -324,23 +425,37 @@ impl FamilyConfig {
             }
             let f = Field::parse(field).ok_or_else(|| {
                 let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-                err(format!("label {label:?}: unknown field {field:?}; known fields: {}", known.join(", ")))
+                err(format!(
+                    "label {label:?}: unknown field {field:?}; known fields: {}",
+                    known.join(", ")
+                ))
             })?;
             labels.push((label.clone(), f));
         }
-        Ok(Family { name: self.name.clone(), kind, measure: self.measure, labels, reporter })
+        Ok(Family {
+            name: self.name.clone(),
+            kind,
+            measure: self.measure,
+            labels,
+            reporter,
+        })
     }
 }
 
 pub fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 pub fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Prometheus's rendering of a bucket bound (`le`), as Go's `FormatFloat(v, 'f', -1, 64)`.
@@ -374,11 +489,23 @@ mod tests {
         let batch = waggle_wire::decode(&b.finish(&sample::header(0))).unwrap();
         let (dest, src) = (&batch.keys[0], &batch.keys[1]);
         assert_eq!(Field::DestinationWorkload.value(&batch, dest), "reviews-v1");
-        assert_eq!(Field::SourceWorkload.value(&batch, dest), inbound.peer.workload);
-        assert_eq!(Field::DestinationWorkload.value(&batch, src), inbound.peer.workload);
+        assert_eq!(
+            Field::SourceWorkload.value(&batch, dest),
+            inbound.peer.workload
+        );
+        assert_eq!(
+            Field::DestinationWorkload.value(&batch, src),
+            inbound.peer.workload
+        );
         assert_eq!(Field::SourceWorkload.value(&batch, src), "reviews-v1");
-        assert_eq!(Field::ConnectionSecurityPolicy.value(&batch, dest), "mutual_tls");
-        assert_eq!(Field::ConnectionSecurityPolicy.value(&batch, src), "unknown");
+        assert_eq!(
+            Field::ConnectionSecurityPolicy.value(&batch, dest),
+            "mutual_tls"
+        );
+        assert_eq!(
+            Field::ConnectionSecurityPolicy.value(&batch, src),
+            "unknown"
+        );
         assert_eq!(Field::Reporter.value(&batch, dest), "destination");
         assert_eq!(Field::GrpcResponseStatus.value(&batch, dest), "");
     }
@@ -395,23 +522,38 @@ mod tests {
         let f = ok.build().unwrap();
         assert_eq!(f.labels.len(), 2);
         let cases = [
-            (r#"name = "1bad"
+            (
+                r#"name = "1bad"
                 kind = "counter"
-                labels = {}"#, "not a valid metric name"),
-            (r#"name = "x"
+                labels = {}"#,
+                "not a valid metric name",
+            ),
+            (
+                r#"name = "x"
                 kind = "gauge"
-                labels = {}"#, "kind \"gauge\""),
-            (r#"name = "x"
+                labels = {}"#,
+                "kind \"gauge\"",
+            ),
+            (
+                r#"name = "x"
                 kind = "histogram"
                 buckets = [2.0, 1.0]
-                labels = {}"#, "ascending"),
-            (r#"name = "x"
+                labels = {}"#,
+                "ascending",
+            ),
+            (
+                r#"name = "x"
                 kind = "counter"
-                labels = { a = "nope" }"#, "unknown field \"nope\""),
-            (r#"name = "x"
+                labels = { a = "nope" }"#,
+                "unknown field \"nope\"",
+            ),
+            (
+                r#"name = "x"
                 kind = "counter"
                 reporter = "both"
-                labels = {}"#, "reporter \"both\""),
+                labels = {}"#,
+                "reporter \"both\"",
+            ),
         ];
         for (src, want) in cases {
             let cfg: FamilyConfig = toml::from_str(src).unwrap();

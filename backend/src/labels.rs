@@ -18,7 +18,12 @@ impl Labels {
     }
 
     pub fn from_strs(pairs: &[(&str, &str)]) -> Self {
-        Self::new(pairs.iter().map(|(k, v)| (Arc::from(*k), Arc::from(*v))).collect())
+        Self::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
+                .collect(),
+        )
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -73,7 +78,13 @@ impl Labels {
 
     /// Only the named labels.
     pub fn keep(&self, names: &[String]) -> Self {
-        Self(self.0.iter().filter(|(k, _)| names.iter().any(|n| **n == **k)).cloned().collect())
+        Self(
+            self.0
+                .iter()
+                .filter(|(k, _)| names.iter().any(|n| **n == **k))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// All but the named labels (and, as Prometheus does for `without`, not `__name__`).
@@ -126,6 +137,9 @@ mod tests {
         assert_eq!(l.get("c"), Some("3"));
         assert_eq!(l.get("a"), None);
         assert_eq!(l.drop(&["c".into()]).to_string(), r#"{b="2"}"#);
-        assert_eq!(l.keep(&["c".into(), "__name__".into()]).to_string(), r#"up{c="3"}"#);
+        assert_eq!(
+            l.keep(&["c".into(), "__name__".into()]).to_string(),
+            r#"up{c="3"}"#
+        );
     }
 }

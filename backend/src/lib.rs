@@ -1,8 +1,12 @@
 //! waggle's backend: ingests request events from sidecars and Prometheus remote write, keeps
 //! them as time series in memory, and answers the Prometheus HTTP API with a PromQL engine.
 
-pub mod labels;
-pub mod store;
+pub mod api;
+pub mod config;
 pub mod families;
+pub mod labels;
 pub mod mesh;
 pub mod promql;
+pub mod self_metrics;
+pub mod serve;
+pub mod store;

@@ -13,8 +13,17 @@ use crate::store::{self, SeriesId, Store};
 /// Where one family's events of one request shape go.
 #[derive(Debug, Clone)]
 enum Target {
-    Counter { id: Option<SeriesId>, measure: Measure },
-    Histogram { bounds: Arc<[f64]>, buckets: Vec<Option<SeriesId>>, sum: Option<SeriesId>, count: Option<SeriesId>, measure: Measure },
+    Counter {
+        id: Option<SeriesId>,
+        measure: Measure,
+    },
+    Histogram {
+        bounds: Arc<[f64]>,
+        buckets: Vec<Option<SeriesId>>,
+        sum: Option<SeriesId>,
+        count: Option<SeriesId>,
+        measure: Measure,
+    },
 }
 
 impl Target {
@@ -56,7 +65,12 @@ impl Mesh {
                 Kind::Counter => Arc::from(Vec::new()),
             })
             .collect();
-        Self { families, bounds, plans: FxHashMap::default(), series_seen: 0 }
+        Self {
+            families,
+            bounds,
+            plans: FxHashMap::default(),
+            series_seen: 0,
+        }
     }
 
     pub fn families(&self) -> &[Family] {
@@ -65,7 +79,10 @@ impl Mesh {
 
     fn plan(&mut self, store: &mut Store, batch: &Batch, key: &Key, refused: &mut u64) -> Plan {
         // The identity of a shape is every field value any family uses, plus the reporter.
-        let values: Vec<String> = crate::families::FIELDS.iter().map(|(_, f)| f.value(batch, key).into_owned()).collect();
+        let values: Vec<String> = crate::families::FIELDS
+            .iter()
+            .map(|(_, f)| f.value(batch, key).into_owned())
+            .collect();
         if self.series_seen != store.stats.series_expired || self.plans.len() > MAX_CACHED_PLANS {
             self.plans.clear();
             self.series_seen = store.stats.series_expired;
@@ -78,13 +95,18 @@ impl Mesh {
             if family.reporter.is_some_and(|r| r != key.reporter) {
                 continue;
             }
-            let mut labels: Vec<(&str, String)> = family.labels.iter().map(|(l, f)| (l.as_str(), f.value(batch, key).into_owned())).collect();
+            let mut labels: Vec<(&str, String)> = family
+                .labels
+                .iter()
+                .map(|(l, f)| (l.as_str(), f.value(batch, key).into_owned()))
+                .collect();
             let mut series = |name: String, extra: Option<String>, scale: f64| {
                 labels.retain(|(l, _)| *l != "le");
                 if let Some(le) = extra {
                     labels.push(("le", le));
                 }
-                let mut all: Vec<(&str, &str)> = labels.iter().map(|(l, v)| (*l, v.as_str())).collect();
+                let mut all: Vec<(&str, &str)> =
+                    labels.iter().map(|(l, v)| (*l, v.as_str())).collect();
                 all.push((METRIC_NAME, &name));
                 match store.series(&all, store::Kind::Counter { scale }) {
                     Ok(id) => Some(id),
@@ -96,16 +118,33 @@ impl Mesh {
             };
             match &family.kind {
                 Kind::Counter => targets.push(Target::Counter {
-                    id: series(family.name.clone(), None, 1.0 / family.measure.base_per_unit()),
+                    id: series(
+                        family.name.clone(),
+                        None,
+                        1.0 / family.measure.base_per_unit(),
+                    ),
                     measure: family.measure,
                 }),
                 Kind::Histogram(units) => {
                     let name = format!("{}_bucket", family.name);
-                    let mut buckets: Vec<Option<SeriesId>> = units.iter().map(|b| series(name.clone(), Some(le(*b)), 1.0)).collect();
+                    let mut buckets: Vec<Option<SeriesId>> = units
+                        .iter()
+                        .map(|b| series(name.clone(), Some(le(*b)), 1.0))
+                        .collect();
                     buckets.push(series(name, Some(le(f64::INFINITY)), 1.0));
-                    let sum = series(format!("{}_sum", family.name), None, 1.0 / family.measure.base_per_unit());
+                    let sum = series(
+                        format!("{}_sum", family.name),
+                        None,
+                        1.0 / family.measure.base_per_unit(),
+                    );
                     let count = series(format!("{}_count", family.name), None, 1.0);
-                    targets.push(Target::Histogram { bounds: bounds.clone(), buckets, sum, count, measure: family.measure });
+                    targets.push(Target::Histogram {
+                        bounds: bounds.clone(),
+                        buckets,
+                        sum,
+                        count,
+                        measure: family.measure,
+                    });
                 }
             }
         }
@@ -116,28 +155,42 @@ impl Mesh {
 
     /// Counts every record of `batch` into the store, as of `now_ms`.
     pub fn ingest(&mut self, store: &mut Store, batch: &Batch, now_ms: i64) -> Outcome {
-        let mut out = Outcome { events: batch.records.len() as u64, ..Outcome::default() };
-        let plans: Vec<Plan> = batch.keys.iter().map(|k| self.plan(store, batch, k, &mut out.refused_series)).collect();
+        let mut out = Outcome {
+            events: batch.records.len() as u64,
+            ..Outcome::default()
+        };
+        let plans: Vec<Plan> = batch
+            .keys
+            .iter()
+            .map(|k| self.plan(store, batch, k, &mut out.refused_series))
+            .collect();
         let res = store.limits().resolution_ms;
         // (key, step) → offset of its accumulator in `acc`: [events, per-target slots..., sums...].
         let mut groups: FxHashMap<(u32, i64), usize> = FxHashMap::default();
         let mut acc: Vec<u64> = Vec::new();
         for r in &batch.records {
-            let Some(plan) = plans.get(r.key as usize) else { continue };
-            let end_ms = ((r.start_unix_us.saturating_add(r.duration_us)) / 1000).min(i64::MAX as u64) as i64;
+            let Some(plan) = plans.get(r.key as usize) else {
+                continue;
+            };
+            let end_ms = ((r.start_unix_us.saturating_add(r.duration_us)) / 1000)
+                .min(i64::MAX as u64) as i64;
             let step = end_ms.min(now_ms).div_euclid(res);
             let width = 1 + plan.iter().map(|t| t.slots() + 1).sum::<usize>();
             let at = *groups.entry((r.key, step)).or_insert_with(|| {
                 acc.resize(acc.len() + width, 0);
                 acc.len() - width
             });
-            let Some(slots) = acc.get_mut(at..at + width) else { continue };
+            let Some(slots) = acc.get_mut(at..at + width) else {
+                continue;
+            };
             slots[0] += 1;
             let mut o = 1;
             for t in plan.iter() {
                 match t {
                     Target::Counter { measure, .. } => slots[o] += measure.of(r),
-                    Target::Histogram { bounds, measure, .. } => {
+                    Target::Histogram {
+                        bounds, measure, ..
+                    } => {
                         let v = measure.of(r);
                         let b = bounds.partition_point(|bound| (v as f64) > *bound);
                         slots[o + b] += 1;
@@ -148,7 +201,9 @@ impl Mesh {
             }
         }
         for (&(key, step), &at) in &groups {
-            let Some(plan) = plans.get(key as usize) else { continue };
+            let Some(plan) = plans.get(key as usize) else {
+                continue;
+            };
             let Some(slots) = acc.get(at..) else { continue };
             let ts = step * res;
             let events = slots[0];
@@ -160,7 +215,12 @@ impl Mesh {
                             store.add(*id, ts, slots[o], now_ms);
                         }
                     }
-                    Target::Histogram { buckets, sum, count, .. } => {
+                    Target::Histogram {
+                        buckets,
+                        sum,
+                        count,
+                        ..
+                    } => {
                         let mut cumulative = 0;
                         for (i, id) in buckets.iter().enumerate() {
                             cumulative += slots[o + i];
@@ -201,7 +261,16 @@ mod tests {
     }
 
     fn sum_latest(store: &Store, matchers: &[Matcher], now: i64) -> f64 {
-        store.select(matchers).iter().filter_map(|id| store.samples(*id, now - 10_000, now, now).last().map(|s| s.1)).sum()
+        store
+            .select(matchers)
+            .iter()
+            .filter_map(|id| {
+                store
+                    .samples(*id, now - 10_000, now, now)
+                    .last()
+                    .map(|s| s.1)
+            })
+            .sum()
     }
 
     #[test]
@@ -209,34 +278,96 @@ mod tests {
         let mut store = Store::new(Limits::default());
         let mut mesh = Mesh::new(builtin());
         let events = sample::inbound(200, 5, false);
-        let now = (events.iter().map(|e| e.start_unix_us + e.duration_us).max().unwrap() / 1000) as i64 + 1000;
+        let now = (events
+            .iter()
+            .map(|e| e.start_unix_us + e.duration_us)
+            .max()
+            .unwrap()
+            / 1000) as i64
+            + 1000;
         let out = mesh.ingest(&mut store, &batch(&events), now);
-        assert_eq!(out, Outcome { events: 200, refused_series: 0 });
+        assert_eq!(
+            out,
+            Outcome {
+                events: 200,
+                refused_series: 0
+            }
+        );
         let name = |n: &str| Matcher::new(MatchOp::Equal, "__name__", n);
         let reporter = Matcher::new(MatchOp::Equal, "reporter", "destination");
-        assert_eq!(sum_latest(&store, &[name("istio_requests_total"), reporter.clone()], now), 200.0);
+        assert_eq!(
+            sum_latest(
+                &store,
+                &[name("istio_requests_total"), reporter.clone()],
+                now
+            ),
+            200.0
+        );
         let errors = events.iter().filter(|e| e.response_code >= 500).count() as f64;
-        let code5 = Matcher::new(MatchOp::Re(regex::Regex::new("^(?:5.*)$").unwrap()), "response_code", "");
-        assert_eq!(sum_latest(&store, &[name("istio_requests_total"), code5], now), errors);
+        let code5 = Matcher::new(
+            MatchOp::Re(regex::Regex::new("^(?:5.*)$").unwrap()),
+            "response_code",
+            "",
+        );
+        assert_eq!(
+            sum_latest(&store, &[name("istio_requests_total"), code5], now),
+            errors
+        );
         let inf = Matcher::new(MatchOp::Equal, "le", "+Inf");
-        assert_eq!(sum_latest(&store, &[name("istio_request_duration_milliseconds_bucket"), inf], now), 200.0);
+        assert_eq!(
+            sum_latest(
+                &store,
+                &[name("istio_request_duration_milliseconds_bucket"), inf],
+                now
+            ),
+            200.0
+        );
         let le100 = Matcher::new(MatchOp::Equal, "le", "100");
         let fast = events.iter().filter(|e| e.duration_us <= 100_000).count() as f64;
-        assert_eq!(sum_latest(&store, &[name("istio_request_duration_milliseconds_bucket"), le100], now), fast);
+        assert_eq!(
+            sum_latest(
+                &store,
+                &[name("istio_request_duration_milliseconds_bucket"), le100],
+                now
+            ),
+            fast
+        );
         let total_ms: f64 = events.iter().map(|e| e.duration_us as f64).sum::<f64>() / 1000.0;
-        let got = sum_latest(&store, &[name("istio_request_duration_milliseconds_sum")], now);
-        assert!((got - total_ms).abs() < 1e-6 * total_ms, "{got} vs {total_ms}");
-        assert_eq!(sum_latest(&store, &[name("http_requests_total")], now), 200.0);
-        assert!(store.select(&[name("envoy_cluster_upstream_rq_total")]).is_empty(), "inbound events only");
+        let got = sum_latest(
+            &store,
+            &[name("istio_request_duration_milliseconds_sum")],
+            now,
+        );
+        assert!(
+            (got - total_ms).abs() < 1e-6 * total_ms,
+            "{got} vs {total_ms}"
+        );
+        assert_eq!(
+            sum_latest(&store, &[name("http_requests_total")], now),
+            200.0
+        );
+        assert!(
+            store
+                .select(&[name("envoy_cluster_upstream_rq_total")])
+                .is_empty(),
+            "inbound events only"
+        );
         let labels = store.labels(store.select(&[name("istio_requests_total")])[0]);
-        assert_eq!(labels.len(), 24 + 1, "25 Istio labels less an empty grpc_response_status, plus __name__");
+        assert_eq!(
+            labels.len(),
+            24 + 1,
+            "25 Istio labels less an empty grpc_response_status, plus __name__"
+        );
         assert_eq!(labels.get("destination_workload"), Some("reviews-v1"));
         assert_eq!(labels.get("destination_service_name"), Some("reviews"));
     }
 
     #[test]
     fn refused_series_are_counted_and_the_rest_still_count() {
-        let mut store = Store::new(Limits { max_series: 5, ..Limits::default() });
+        let mut store = Store::new(Limits {
+            max_series: 5,
+            ..Limits::default()
+        });
         let mut mesh = Mesh::new(builtin());
         let events = sample::inbound(10, 6, false);
         let out = mesh.ingest(&mut store, &batch(&events), i64::MAX / 4);

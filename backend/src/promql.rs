@@ -41,9 +41,13 @@ fn check_dialect(e: &Expr) -> Result<(), String> {
                 if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
                     return Err("fill modifiers are not supported".into());
                 }
-                if let (Some(LabelModifier::Include(on)), Some(extra)) = (&m.matching, m.card.labels()) {
+                if let (Some(LabelModifier::Include(on)), Some(extra)) =
+                    (&m.matching, m.card.labels())
+                {
                     if let Some(l) = extra.labels.iter().find(|l| on.labels.contains(l)) {
-                        return Err(format!("label \"{l}\" must not occur in ON and GROUP clause at once"));
+                        return Err(format!(
+                            "label \"{l}\" must not occur in ON and GROUP clause at once"
+                        ));
                     }
                 }
                 let _ = matches!(m.card, VectorMatchCardinality::ManyToMany);

@@ -47,8 +47,14 @@ impl Default for Limits {
 pub enum Refused {
     #[error("series limit of {0} reached; new series are refused")]
     SeriesLimit(usize),
-    #[error("out of order sample for series {series}: {ts} is before the newest stored sample {newest}")]
-    OutOfOrder { series: String, ts: i64, newest: i64 },
+    #[error(
+        "out of order sample for series {series}: {ts} is before the newest stored sample {newest}"
+    )]
+    OutOfOrder {
+        series: String,
+        ts: i64,
+        newest: i64,
+    },
     #[error("duplicate sample for timestamp {ts} with a different value for series {series}")]
     Duplicate { series: String, ts: i64 },
     #[error("sample at {ts} for series {series} is older than the retention window")]
@@ -64,7 +70,10 @@ pub type SeriesId = u32;
 #[derive(Debug)]
 enum Data {
     /// A counter from mesh events: `value = count · scale`.
-    Grid { grid: Grid, scale: f64 },
+    Grid {
+        grid: Grid,
+        scale: f64,
+    },
     Raw(Vec<(i64, f64)>),
 }
 
@@ -98,7 +107,9 @@ impl Symbols {
 
     fn str(&self, i: u32) -> &Arc<str> {
         static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-        self.strs.get(i as usize).unwrap_or_else(|| EMPTY.get_or_init(|| Arc::from("")))
+        self.strs
+            .get(i as usize)
+            .unwrap_or_else(|| EMPTY.get_or_init(|| Arc::from("")))
     }
 }
 
@@ -170,7 +181,10 @@ impl Store {
         let data = match kind {
             Kind::Counter { scale } => {
                 let stale = (self.limits.stale_after_ms / self.limits.resolution_ms).max(1);
-                Data::Grid { grid: Grid::new(stale), scale }
+                Data::Grid {
+                    grid: Grid::new(stale),
+                    scale,
+                }
             }
             Kind::Raw => Data::Raw(Vec::new()),
         };
@@ -188,7 +202,10 @@ impl Store {
             ids.insert(at, id);
         }
         if let Some(slot) = self.series.get_mut(id as usize) {
-            *slot = Some(Series { labels: key.clone(), data });
+            *slot = Some(Series {
+                labels: key.clone(),
+                data,
+            });
         }
         self.index.insert(key, id);
         self.stats.series_created += 1;
@@ -206,7 +223,11 @@ impl Store {
     /// Adds `count` to a counter series at the step holding `ts_ms` (never after `now_ms`).
     pub fn add(&mut self, id: SeriesId, ts_ms: i64, count: u64, now_ms: i64) {
         let step = self.step(ts_ms.min(now_ms));
-        if let Some(Some(Series { data: Data::Grid { grid, .. }, .. })) = self.series.get_mut(id as usize) {
+        if let Some(Some(Series {
+            data: Data::Grid { grid, .. },
+            ..
+        })) = self.series.get_mut(id as usize)
+        {
             if !grid.add(step, count) {
                 self.stats.late_counts += 1;
             }
@@ -218,7 +239,9 @@ impl Store {
         let min_ts = now_ms - self.limits.retention_ms;
         let limit = self.limits.max_samples_per_series;
         let name = || self.labels(id).to_string();
-        let Some(series) = self.get(id) else { return Ok(()) };
+        let Some(series) = self.get(id) else {
+            return Ok(());
+        };
         let Data::Raw(samples) = &series.data else {
             return Err(Refused::KindMismatch(name()));
         };
@@ -226,30 +249,55 @@ impl Store {
             return Err(Refused::TooOld { series: name(), ts });
         }
         match samples.last() {
-            Some(&(t, old)) if t == ts && old.to_bits() != v.to_bits() => return Err(Refused::Duplicate { series: name(), ts }),
+            Some(&(t, old)) if t == ts && old.to_bits() != v.to_bits() => {
+                return Err(Refused::Duplicate { series: name(), ts })
+            }
             Some(&(t, _)) if t == ts => return Ok(()),
-            Some(&(t, _)) if t > ts => return Err(Refused::OutOfOrder { series: name(), ts, newest: t }),
+            Some(&(t, _)) if t > ts => {
+                return Err(Refused::OutOfOrder {
+                    series: name(),
+                    ts,
+                    newest: t,
+                })
+            }
             _ => {}
         }
         if samples.len() >= limit {
-            return Err(Refused::SampleLimit { series: name(), limit });
+            return Err(Refused::SampleLimit {
+                series: name(),
+                limit,
+            });
         }
-        if let Some(Some(Series { data: Data::Raw(samples), .. })) = self.series.get_mut(id as usize) {
+        if let Some(Some(Series {
+            data: Data::Raw(samples),
+            ..
+        })) = self.series.get_mut(id as usize)
+        {
             samples.push((ts, v));
         }
         Ok(())
     }
 
     pub fn labels(&self, id: SeriesId) -> Labels {
-        let Some(s) = self.get(id) else { return Labels::default() };
-        Labels::new(s.labels.iter().map(|&(n, v)| (self.symbols.str(n).clone(), self.symbols.str(v).clone())).collect())
+        let Some(s) = self.get(id) else {
+            return Labels::default();
+        };
+        Labels::new(
+            s.labels
+                .iter()
+                .map(|&(n, v)| (self.symbols.str(n).clone(), self.symbols.str(v).clone()))
+                .collect(),
+        )
     }
 
     /// Series ids matching every matcher, ascending. A missing label matches as "".
     pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
         // Start from the smallest equality posting list, then filter.
         let mut candidates: Option<Vec<SeriesId>> = None;
-        for m in matchers.iter().filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty()) {
+        for m in matchers
+            .iter()
+            .filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty())
+        {
             let ids = self
                 .symbols
                 .get(&m.name)
@@ -259,7 +307,10 @@ impl Store {
                 .unwrap_or_default();
             candidates = Some(match candidates {
                 None => ids,
-                Some(c) => c.into_iter().filter(|id| ids.binary_search(id).is_ok()).collect(),
+                Some(c) => c
+                    .into_iter()
+                    .filter(|id| ids.binary_search(id).is_ok())
+                    .collect(),
             });
         }
         let candidates = candidates.unwrap_or_else(|| {
@@ -285,7 +336,9 @@ impl Store {
 
     /// Samples with `mint <= t <= maxt`, stale markers included (as [`STALE_NAN`]).
     pub fn samples(&self, id: SeriesId, mint: i64, maxt: i64, now_ms: i64) -> Vec<(i64, f64)> {
-        let Some(s) = self.get(id) else { return Vec::new() };
+        let Some(s) = self.get(id) else {
+            return Vec::new();
+        };
         match &s.data {
             Data::Raw(samples) => {
                 let from = samples.partition_point(|(t, _)| *t < mint);
@@ -294,7 +347,10 @@ impl Store {
             }
             Data::Grid { grid, scale } => {
                 let res = self.limits.resolution_ms;
-                let (from, to) = (mint.div_euclid(res) + i64::from(mint.rem_euclid(res) != 0), maxt.div_euclid(res));
+                let (from, to) = (
+                    mint.div_euclid(res) + i64::from(mint.rem_euclid(res) != 0),
+                    maxt.div_euclid(res),
+                );
                 let mut out = Vec::with_capacity(((to - from).max(0) + 1).min(100_000) as usize);
                 grid.points(from, to, self.step(now_ms), |step, p| {
                     let v = match p {
@@ -308,9 +364,18 @@ impl Store {
         }
     }
 
+    /// The newest sample held (stale markers included).
+    pub fn newest(&self, id: SeriesId, now_ms: i64) -> Option<(i64, f64)> {
+        match &self.get(id)?.data {
+            Data::Raw(samples) => samples.last().copied(),
+            Data::Grid { .. } => self.last_sample_before(id, now_ms, now_ms),
+        }
+    }
+
     /// The last sample at or before `ts_ms` (stale markers included), if any is held.
     pub fn last_sample_before(&self, id: SeriesId, ts_ms: i64, now_ms: i64) -> Option<(i64, f64)> {
-        self.samples(id, ts_ms - self.limits.retention_ms, ts_ms, now_ms).pop()
+        self.samples(id, ts_ms - self.limits.retention_ms, ts_ms, now_ms)
+            .pop()
     }
 
     /// Ends stale segments, trims data older than retention, and drops empty series.
@@ -338,7 +403,9 @@ impl Store {
     }
 
     fn remove(&mut self, id: SeriesId) {
-        let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) else { return };
+        let Some(s) = self.series.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
         for &(n, v) in s.labels.iter() {
             if let Some(ids) = self.postings.get_mut(&n).and_then(|m| m.get_mut(&v)) {
                 ids.retain(|x| *x != id);
@@ -352,8 +419,21 @@ impl Store {
     /// All label names, sorted.
     pub fn label_names(&self, ids: Option<&[SeriesId]>) -> Vec<String> {
         let mut names: Vec<String> = match ids {
-            None => self.postings.iter().filter(|(_, vs)| vs.values().any(|ids| !ids.is_empty())).map(|(n, _)| self.symbols.str(*n).to_string()).collect(),
-            Some(ids) => ids.iter().filter_map(|id| self.get(*id)).flat_map(|s| s.labels.iter().map(|(n, _)| self.symbols.str(*n).to_string())).collect(),
+            None => self
+                .postings
+                .iter()
+                .filter(|(_, vs)| vs.values().any(|ids| !ids.is_empty()))
+                .map(|(n, _)| self.symbols.str(*n).to_string())
+                .collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.get(*id))
+                .flat_map(|s| {
+                    s.labels
+                        .iter()
+                        .map(|(n, _)| self.symbols.str(*n).to_string())
+                })
+                .collect(),
         };
         names.sort();
         names.dedup();
@@ -362,17 +442,29 @@ impl Store {
 
     /// All values of one label, sorted.
     pub fn label_values(&self, name: &str, ids: Option<&[SeriesId]>) -> Vec<String> {
-        let Some(n) = self.symbols.get(name) else { return Vec::new() };
+        let Some(n) = self.symbols.get(name) else {
+            return Vec::new();
+        };
         let mut values: Vec<String> = match ids {
             None => self
                 .postings
                 .get(&n)
-                .map(|vs| vs.iter().filter(|(_, ids)| !ids.is_empty()).map(|(v, _)| self.symbols.str(*v).to_string()).collect())
+                .map(|vs| {
+                    vs.iter()
+                        .filter(|(_, ids)| !ids.is_empty())
+                        .map(|(v, _)| self.symbols.str(*v).to_string())
+                        .collect()
+                })
                 .unwrap_or_default(),
             Some(ids) => ids
                 .iter()
                 .filter_map(|id| self.get(*id))
-                .filter_map(|s| s.labels.iter().find(|(k, _)| *k == n).map(|(_, v)| self.symbols.str(*v).to_string()))
+                .filter_map(|s| {
+                    s.labels
+                        .iter()
+                        .find(|(k, _)| *k == n)
+                        .map(|(_, v)| self.symbols.str(*v).to_string())
+                })
                 .collect(),
         };
         values.sort();
@@ -412,25 +504,80 @@ mod tests {
     #[test]
     fn selects_with_all_four_matchers() {
         let mut s = Store::new(Limits::default());
-        let a = s.series(&[("__name__", "x"), ("code", "200"), ("ns", "a")], Kind::Raw).unwrap();
-        let b = s.series(&[("__name__", "x"), ("code", "503"), ("ns", "a")], Kind::Raw).unwrap();
-        let c = s.series(&[("__name__", "x"), ("code", "404")], Kind::Raw).unwrap();
-        assert_eq!(s.series(&[("ns", "a"), ("code", "200"), ("__name__", "x")], Kind::Raw).unwrap(), a, "label order is irrelevant");
-        assert_eq!(s.select(&[m("__name__", MatchOp::Equal, "x"), m("code", re("5.*"), "")]), [b]);
-        assert_eq!(s.select(&[m("__name__", MatchOp::Equal, "x"), m("code", MatchOp::NotRe(regex::Regex::new("^(?:5.*)$").unwrap()), "")]), [a, c]);
-        assert_eq!(s.select(&[m("__name__", MatchOp::Equal, "x"), m("ns", MatchOp::NotEqual, "a")]), [c]);
-        assert_eq!(s.select(&[m("__name__", MatchOp::Equal, "x"), m("ns", MatchOp::Equal, "")]), [c], "missing label matches empty");
+        let a = s
+            .series(
+                &[("__name__", "x"), ("code", "200"), ("ns", "a")],
+                Kind::Raw,
+            )
+            .unwrap();
+        let b = s
+            .series(
+                &[("__name__", "x"), ("code", "503"), ("ns", "a")],
+                Kind::Raw,
+            )
+            .unwrap();
+        let c = s
+            .series(&[("__name__", "x"), ("code", "404")], Kind::Raw)
+            .unwrap();
+        assert_eq!(
+            s.series(
+                &[("ns", "a"), ("code", "200"), ("__name__", "x")],
+                Kind::Raw
+            )
+            .unwrap(),
+            a,
+            "label order is irrelevant"
+        );
+        assert_eq!(
+            s.select(&[m("__name__", MatchOp::Equal, "x"), m("code", re("5.*"), "")]),
+            [b]
+        );
+        assert_eq!(
+            s.select(&[
+                m("__name__", MatchOp::Equal, "x"),
+                m(
+                    "code",
+                    MatchOp::NotRe(regex::Regex::new("^(?:5.*)$").unwrap()),
+                    ""
+                )
+            ]),
+            [a, c]
+        );
+        assert_eq!(
+            s.select(&[
+                m("__name__", MatchOp::Equal, "x"),
+                m("ns", MatchOp::NotEqual, "a")
+            ]),
+            [c]
+        );
+        assert_eq!(
+            s.select(&[
+                m("__name__", MatchOp::Equal, "x"),
+                m("ns", MatchOp::Equal, "")
+            ]),
+            [c],
+            "missing label matches empty"
+        );
         assert_eq!(s.label_values("code", None), ["200", "404", "503"]);
         assert_eq!(s.label_names(None), ["__name__", "code", "ns"]);
     }
 
     #[test]
     fn series_limit_refuses_and_counts() {
-        let mut s = Store::new(Limits { max_series: 2, ..Limits::default() });
+        let mut s = Store::new(Limits {
+            max_series: 2,
+            ..Limits::default()
+        });
         s.series(&[("a", "1")], Kind::Raw).unwrap();
         s.series(&[("a", "2")], Kind::Raw).unwrap();
-        assert_eq!(s.series(&[("a", "3")], Kind::Raw), Err(Refused::SeriesLimit(2)));
-        assert!(s.series(&[("a", "1")], Kind::Raw).is_ok(), "existing series still work");
+        assert_eq!(
+            s.series(&[("a", "3")], Kind::Raw),
+            Err(Refused::SeriesLimit(2))
+        );
+        assert!(
+            s.series(&[("a", "1")], Kind::Raw).is_ok(),
+            "existing series still work"
+        );
         assert_eq!(s.stats.series_refused, 1);
     }
 
@@ -440,10 +587,20 @@ mod tests {
         let id = s.series(&[("__name__", "kpi")], Kind::Raw).unwrap();
         let now = 10_000_000;
         s.append(id, now - 1500, 1.25, now).unwrap();
-        s.append(id, now - 500, f64::from_bits(STALE_NAN), now).unwrap();
-        assert!(matches!(s.append(id, now - 1000, 2.0, now), Err(Refused::OutOfOrder { .. })));
-        assert!(matches!(s.append(id, now - 500, 2.0, now), Err(Refused::Duplicate { .. })));
-        assert!(matches!(s.append(id, now - 4_000_000, 2.0, now), Err(Refused::TooOld { .. })));
+        s.append(id, now - 500, f64::from_bits(STALE_NAN), now)
+            .unwrap();
+        assert!(matches!(
+            s.append(id, now - 1000, 2.0, now),
+            Err(Refused::OutOfOrder { .. })
+        ));
+        assert!(matches!(
+            s.append(id, now - 500, 2.0, now),
+            Err(Refused::Duplicate { .. })
+        ));
+        assert!(matches!(
+            s.append(id, now - 4_000_000, 2.0, now),
+            Err(Refused::TooOld { .. })
+        ));
         let got = s.samples(id, 0, now, now);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], (now - 1500, 1.25));
@@ -452,17 +609,35 @@ mod tests {
 
     #[test]
     fn counters_on_the_grid_and_retention() {
-        let limits = Limits { retention_ms: 10_000, stale_after_ms: 3_000, ..Limits::default() };
+        let limits = Limits {
+            retention_ms: 10_000,
+            stale_after_ms: 3_000,
+            ..Limits::default()
+        };
         let mut s = Store::new(limits);
-        let id = s.series(&[("__name__", "req_total")], Kind::Counter { scale: 0.5 }).unwrap();
+        let id = s
+            .series(&[("__name__", "req_total")], Kind::Counter { scale: 0.5 })
+            .unwrap();
         s.add(id, 1_000, 2, 1_000);
         s.add(id, 2_400, 2, 2_500);
-        assert_eq!(s.samples(id, 0, 3_000, 3_000), [(1_000, 1.0), (2_000, 2.0), (3_000, 2.0)]);
-        assert_eq!(s.samples(id, 1_001, 3_000, 3_000).first(), Some(&(2_000, 2.0)), "window start rounds up to the grid");
+        assert_eq!(
+            s.samples(id, 0, 3_000, 3_000),
+            [(1_000, 1.0), (2_000, 2.0), (3_000, 2.0)]
+        );
+        assert_eq!(
+            s.samples(id, 1_001, 3_000, 3_000).first(),
+            Some(&(2_000, 2.0)),
+            "window start rounds up to the grid"
+        );
         s.maintain(6_000);
-        assert!(is_stale(s.samples(id, 0, 6_000, 6_000).last().unwrap().1), "stale 3 s after the last event");
+        assert!(
+            is_stale(s.samples(id, 0, 6_000, 6_000).last().unwrap().1),
+            "stale 3 s after the last event"
+        );
         s.maintain(20_000);
         assert_eq!(s.series_count(), 0, "expired after retention");
-        assert!(s.select(&[Matcher::new(MatchOp::Equal, "__name__", "req_total")]).is_empty());
+        assert!(s
+            .select(&[Matcher::new(MatchOp::Equal, "__name__", "req_total")])
+            .is_empty());
     }
 }

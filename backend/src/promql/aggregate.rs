@@ -22,7 +22,12 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
     let op = a.op.id();
     let input = match ev.eval(&a.expr, ts)? {
         Value::Vector(v) => v,
-        other => return exec(format!("aggregation over {} is not supported", other.type_name())),
+        other => {
+            return exec(format!(
+                "aggregation over {} is not supported",
+                other.type_name()
+            ))
+        }
     };
     let param = match &a.param {
         Some(p) => Some(ev.eval(p, ts)?),
@@ -40,8 +45,11 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
     let mut k = 0usize;
     if matches!(op, T_TOPK | T_BOTTOMK) {
         let f = scalar_param()?;
-        if !(f >= -9.223_372_036_854_776e18 && f <= 9.223_372_036_854_776e18) {
-            return exec(format!("Scalar value {} overflows int64", super::format::go_float(f)));
+        if !(-9.223_372_036_854_776e18..=9.223_372_036_854_776e18).contains(&f) {
+            return exec(format!(
+                "Scalar value {} overflows int64",
+                super::format::go_float(f)
+            ));
         }
         let kk = f as i64;
         if kk < 1 {
@@ -49,7 +57,11 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
         }
         k = usize::try_from(kk).unwrap_or(usize::MAX);
     }
-    let q = if op == T_QUANTILE { scalar_param()? } else { 0.0 };
+    let q = if op == T_QUANTILE {
+        scalar_param()?
+    } else {
+        0.0
+    };
     let mut value_label = String::new();
     if op == T_COUNT_VALUES {
         value_label = match &param {
@@ -70,10 +82,20 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
         if op == T_COUNT_VALUES {
             s.labels.set(&value_label, &super::format::go_float(s.v));
         }
-        let key = if without { s.labels.drop(&grouping) } else { s.labels.keep(&grouping) };
+        let key = if without {
+            s.labels.drop(&grouping)
+        } else {
+            s.labels.keep(&grouping)
+        };
         let Some(&i) = index.get(&key) else {
             index.insert(key.clone(), groups.len());
-            let mut g = Group { labels: key, value: s.v, mean: s.v, count: 1, heap: Vec::new() };
+            let mut g = Group {
+                labels: key,
+                value: s.v,
+                mean: s.v,
+                count: 1,
+                heap: Vec::new(),
+            };
             match op {
                 T_STDVAR | T_STDDEV => g.value = 0.0,
                 T_GROUP => g.value = 1.0,
@@ -142,7 +164,11 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
             T_STDVAR => g.value / g.count as f64,
             T_STDDEV => (g.value / g.count as f64).sqrt(),
             T_TOPK | T_BOTTOMK => {
-                let less = if op == T_TOPK { less_topk } else { less_bottomk };
+                let less = if op == T_TOPK {
+                    less_topk
+                } else {
+                    less_bottomk
+                };
                 // Go's sort.Sort(sort.Reverse(heap)): not stable, but heaps are small.
                 g.heap.sort_by(|x, y| {
                     if less(y, x) {
@@ -153,13 +179,21 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
                         std::cmp::Ordering::Equal
                     }
                 });
-                out.extend(g.heap.into_iter().map(|s| Sample { labels: s.labels, t: ts, v: s.v }));
+                out.extend(g.heap.into_iter().map(|s| Sample {
+                    labels: s.labels,
+                    t: ts,
+                    v: s.v,
+                }));
                 continue;
             }
             T_QUANTILE => quantile(q, &mut g.heap),
             _ => g.value,
         };
-        out.push(Sample { labels: g.labels, t: ts, v: value });
+        out.push(Sample {
+            labels: g.labels,
+            t: ts,
+            v: value,
+        });
     }
     // `without` drops the metric name; `by` keeps only the listed labels (never the name unless asked).
     for s in &mut out {

@@ -45,13 +45,21 @@ pub fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<Value> {
     let rhs = ev.eval(&b.rhs, ts)?;
     match (lhs, rhs) {
         (Value::Scalar(l), Value::Scalar(r)) => {
-            let Some((v, keep)) = elem(op, l, r) else { return exec(format!("operator {} not allowed between scalars", b.op)) };
-            Ok(Value::Scalar(if is_comparison(op) { f64::from(u8::from(keep)) } else { v }))
+            let Some((v, keep)) = elem(op, l, r) else {
+                return exec(format!("operator {} not allowed between scalars", b.op));
+            };
+            Ok(Value::Scalar(if is_comparison(op) {
+                f64::from(u8::from(keep))
+            } else {
+                v
+            }))
         }
         (Value::Vector(v), Value::Scalar(s)) => vector_scalar(op, v, s, false, return_bool, ts),
         (Value::Scalar(s), Value::Vector(v)) => vector_scalar(op, v, s, true, return_bool, ts),
         (Value::Vector(l), Value::Vector(r)) => {
-            let m = b.modifier.clone().unwrap_or_else(|| BinModifier::default().with_card(VectorMatchCardinality::OneToOne));
+            let m = b.modifier.clone().unwrap_or_else(|| {
+                BinModifier::default().with_card(VectorMatchCardinality::OneToOne)
+            });
             match op {
                 T_LAND => Ok(Value::Vector(and_unless(l, r, &m, true))),
                 T_LUNLESS => Ok(Value::Vector(and_unless(l, r, &m, false))),
@@ -59,15 +67,29 @@ pub fn eval(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<Value> {
                 _ => vector_vector(op, l, r, &m, return_bool, ts).map(Value::Vector),
             }
         }
-        (l, r) => exec(format!("binary operator {} between {} and {} is not supported", b.op, l.type_name(), r.type_name())),
+        (l, r) => exec(format!(
+            "binary operator {} between {} and {} is not supported",
+            b.op,
+            l.type_name(),
+            r.type_name()
+        )),
     }
 }
 
-fn vector_scalar(op: u16, v: Vec<Sample>, s: f64, swap: bool, return_bool: bool, ts: i64) -> Result<Value> {
+fn vector_scalar(
+    op: u16,
+    v: Vec<Sample>,
+    s: f64,
+    swap: bool,
+    return_bool: bool,
+    ts: i64,
+) -> Result<Value> {
     let mut out = Vec::with_capacity(v.len());
     for sample in v {
         let (l, r) = if swap { (s, sample.v) } else { (sample.v, s) };
-        let Some((mut value, mut keep)) = elem(op, l, r) else { return exec("operator not allowed between a vector and a scalar") };
+        let Some((mut value, mut keep)) = elem(op, l, r) else {
+            return exec("operator not allowed between a vector and a scalar");
+        };
         // A comparison always keeps the vector's value, even with the scalar on the left.
         if is_comparison(op) && swap {
             value = r;
@@ -77,8 +99,16 @@ fn vector_scalar(op: u16, v: Vec<Sample>, s: f64, swap: bool, return_bool: bool,
             keep = true;
         }
         if keep {
-            let labels = if drops_name(op) || return_bool { sample.labels.without_name() } else { sample.labels };
-            out.push(Sample { labels, t: ts, v: value });
+            let labels = if drops_name(op) || return_bool {
+                sample.labels.without_name()
+            } else {
+                sample.labels
+            };
+            out.push(Sample {
+                labels,
+                t: ts,
+                v: value,
+            });
         }
     }
     Ok(Value::Vector(out))
@@ -94,18 +124,36 @@ fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Labels {
 }
 
 fn and_unless(l: Vec<Sample>, r: Vec<Sample>, m: &BinModifier, and: bool) -> Vec<Sample> {
-    let right: HashSet<Labels> = r.iter().map(|s| signature(&s.labels, &m.matching)).collect();
-    l.into_iter().filter(|s| right.contains(&signature(&s.labels, &m.matching)) == and).collect()
+    let right: HashSet<Labels> = r
+        .iter()
+        .map(|s| signature(&s.labels, &m.matching))
+        .collect();
+    l.into_iter()
+        .filter(|s| right.contains(&signature(&s.labels, &m.matching)) == and)
+        .collect()
 }
 
 fn or(l: Vec<Sample>, r: Vec<Sample>, m: &BinModifier) -> Vec<Sample> {
-    let left: HashSet<Labels> = l.iter().map(|s| signature(&s.labels, &m.matching)).collect();
+    let left: HashSet<Labels> = l
+        .iter()
+        .map(|s| signature(&s.labels, &m.matching))
+        .collect();
     let mut out = l;
-    out.extend(r.into_iter().filter(|s| !left.contains(&signature(&s.labels, &m.matching))));
+    out.extend(
+        r.into_iter()
+            .filter(|s| !left.contains(&signature(&s.labels, &m.matching))),
+    );
     out
 }
 
-fn vector_vector(op: u16, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &BinModifier, return_bool: bool, ts: i64) -> Result<Vec<Sample>> {
+fn vector_vector(
+    op: u16,
+    lhs: Vec<Sample>,
+    rhs: Vec<Sample>,
+    m: &BinModifier,
+    return_bool: bool,
+    ts: i64,
+) -> Result<Vec<Sample>> {
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
     let mut right: HashMap<Labels, &Sample> = HashMap::with_capacity(rhs.len());
@@ -130,8 +178,14 @@ fn vector_vector(op: u16, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &BinModifier, r
     for ls in &lhs {
         let sig = signature(&ls.labels, &m.matching);
         let Some(rs) = right.get(&sig) else { continue };
-        let (vl, vr) = if one_to_many { (rs.v, ls.v) } else { (ls.v, rs.v) };
-        let Some((mut value, keep)) = elem(op, vl, vr) else { return exec("operator not allowed between vectors") };
+        let (vl, vr) = if one_to_many {
+            (rs.v, ls.v)
+        } else {
+            (ls.v, rs.v)
+        };
+        let Some((mut value, keep)) = elem(op, vl, vr) else {
+            return exec("operator not allowed between vectors");
+        };
         if return_bool {
             value = f64::from(u8::from(keep));
         } else if !keep {
@@ -170,7 +224,11 @@ fn vector_vector(op: u16, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &BinModifier, r
         } else if !seen.insert(metric.clone()) {
             return exec("multiple matches for labels: grouping labels must ensure unique matches");
         }
-        out.push(Sample { labels: metric, t: ts, v: value });
+        out.push(Sample {
+            labels: metric,
+            t: ts,
+            v: value,
+        });
     }
     Ok(out)
 }

@@ -70,7 +70,10 @@ fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
     match e {
         Expr::VectorSelector(vs) => sel(vs, 0),
         Expr::MatrixSelector(ms) => sel(&ms.vs, duration_ms(&ms.range)),
-        Expr::Aggregate(a) => max2(margins(&a.expr, lookback), a.param.as_ref().map_or((0, 0), |p| margins(p, lookback))),
+        Expr::Aggregate(a) => max2(
+            margins(&a.expr, lookback),
+            a.param.as_ref().map_or((0, 0), |p| margins(p, lookback)),
+        ),
         Expr::Unary(u) => margins(&u.expr, lookback),
         Expr::Binary(b) => max2(margins(&b.lhs, lookback), margins(&b.rhs, lookback)),
         Expr::Paren(p) => margins(&p.expr, lookback),
@@ -79,13 +82,24 @@ fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
             let off = offset_ms(&s.offset);
             (b + duration_ms(&s.range) + off.max(0), a + (-off).max(0))
         }
-        Expr::Call(c) => c.args.args.iter().fold((0, 0), |acc, a| max2(acc, margins(a, lookback))),
+        Expr::Call(c) => c
+            .args
+            .args
+            .iter()
+            .fold((0, 0), |acc, a| max2(acc, margins(a, lookback))),
         _ => (0, 0),
     }
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(store: &'a Store, now_ms: i64, start: i64, end: i64, expr: &Expr, opts: Options) -> Self {
+    pub fn new(
+        store: &'a Store,
+        now_ms: i64,
+        start: i64,
+        end: i64,
+        expr: &Expr,
+        opts: Options,
+    ) -> Self {
         let (margin_before, margin_after) = margins(expr, opts.lookback_ms);
         Self {
             store,
@@ -128,12 +142,22 @@ impl<'a> Evaluator<'a> {
                 let t = self.at(&vs.at, ts_hint);
                 (t - self.margin_before, t + self.margin_after)
             }
-            None => (self.start - self.margin_before, self.end + self.margin_after),
+            None => (
+                self.start - self.margin_before,
+                self.end + self.margin_after,
+            ),
         };
         let mut matchers = vs.matchers.matchers.clone();
         if let Some(name) = &vs.name {
-            if !matchers.iter().any(|m| m.name == crate::labels::METRIC_NAME) {
-                matchers.push(promql_parser::label::Matcher::new(promql_parser::label::MatchOp::Equal, crate::labels::METRIC_NAME, name));
+            if !matchers
+                .iter()
+                .any(|m| m.name == crate::labels::METRIC_NAME)
+            {
+                matchers.push(promql_parser::label::Matcher::new(
+                    promql_parser::label::MatchOp::Equal,
+                    crate::labels::METRIC_NAME,
+                    name,
+                ));
             }
         }
         let ids = self.store.select(&matchers);
@@ -145,7 +169,10 @@ impl<'a> Evaluator<'a> {
             if n > self.opts.max_samples {
                 return Err(EvalError::TooManySamples("query execution".into()));
             }
-            out.push(Selected { labels: self.store.labels(id), samples });
+            out.push(Selected {
+                labels: self.store.labels(id),
+                samples,
+            });
         }
         let out = std::rc::Rc::new(out);
         self.cache.borrow_mut().insert(key, out.clone());
@@ -161,7 +188,11 @@ impl<'a> Evaluator<'a> {
             let i = s.samples.partition_point(|(st, _)| *st <= t);
             if let Some(&(st, v)) = i.checked_sub(1).and_then(|i| s.samples.get(i)) {
                 if st >= t - self.opts.lookback_ms && !is_stale(v) {
-                    out.push(Sample { labels: s.labels.clone(), t: st, v });
+                    out.push(Sample {
+                        labels: s.labels.clone(),
+                        t: st,
+                        v,
+                    });
                 }
             }
         }
@@ -169,16 +200,31 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Range selection: samples in `[t - range, t]`, stale markers dropped, empty series dropped.
-    pub(crate) fn select_range(&self, vs: &VectorSelector, range: i64, ts: i64) -> Result<Vec<Series>> {
+    pub(crate) fn select_range(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        ts: i64,
+    ) -> Result<Vec<Series>> {
         let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
         let series = self.fetch(vs, ts)?;
         let mut out = Vec::new();
         for s in series.iter() {
             let from = s.samples.partition_point(|(st, _)| *st < t - range);
             let to = s.samples.partition_point(|(st, _)| *st <= t);
-            let points: Vec<(i64, f64)> = s.samples.get(from..to).unwrap_or_default().iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
+            let points: Vec<(i64, f64)> = s
+                .samples
+                .get(from..to)
+                .unwrap_or_default()
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale(*v))
+                .collect();
             if !points.is_empty() {
-                out.push(Series { labels: s.labels.clone(), points });
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    points,
+                });
             }
         }
         Ok(out)
@@ -192,11 +238,21 @@ impl<'a> Evaluator<'a> {
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr, ts),
             Expr::VectorSelector(vs) => Ok(Value::Vector(self.select_instant(vs, ts)?)),
-            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.select_range(&ms.vs, duration_ms(&ms.range), ts)?)),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.select_range(
+                &ms.vs,
+                duration_ms(&ms.range),
+                ts,
+            )?)),
             Expr::Unary(u) => match self.eval(&u.expr, ts)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
                 Value::Vector(vec) => Ok(Value::Vector(
-                    vec.into_iter().map(|s| Sample { labels: s.labels.without_name(), t: ts, v: -s.v }).collect(),
+                    vec.into_iter()
+                        .map(|s| Sample {
+                            labels: s.labels.without_name(),
+                            t: ts,
+                            v: -s.v,
+                        })
+                        .collect(),
                 )),
                 other => exec(format!("unary minus on {}", other.type_name())),
             },
@@ -209,7 +265,11 @@ impl<'a> Evaluator<'a> {
     }
 
     fn subquery(&self, sq: &promql_parser::parser::SubqueryExpr, ts: i64) -> Result<Value> {
-        let step = sq.step.as_ref().map_or(self.opts.subquery_step_ms, duration_ms).max(1);
+        let step = sq
+            .step
+            .as_ref()
+            .map_or(self.opts.subquery_step_ms, duration_ms)
+            .max(1);
         let range = duration_ms(&sq.range);
         let end = self.at(&sq.at, ts) - offset_ms(&sq.offset);
         // Steps are aligned to absolute multiples of the step (Go's truncating division).
@@ -223,7 +283,10 @@ impl<'a> Evaluator<'a> {
         while t <= end {
             let mut push = |labels: Labels, v: f64| {
                 let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    series.push(Series { labels, points: Vec::new() });
+                    series.push(Series {
+                        labels,
+                        points: Vec::new(),
+                    });
                     series.len() - 1
                 });
                 if let Some(s) = series.get_mut(i) {
@@ -237,7 +300,12 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 Value::Scalar(v) => push(Labels::default(), v),
-                other => return exec(format!("subquery of a {} is not supported", other.type_name())),
+                other => {
+                    return exec(format!(
+                        "subquery of a {} is not supported",
+                        other.type_name()
+                    ))
+                }
             }
             t += step;
         }
@@ -265,7 +333,10 @@ impl<'a> Evaluator<'a> {
             };
             for (labels, v) in samples {
                 let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    series.push(Series { labels, points: Vec::new() });
+                    series.push(Series {
+                        labels,
+                        points: Vec::new(),
+                    });
                     series.len() - 1
                 });
                 if let Some(s) = series.get_mut(i) {
@@ -291,7 +362,9 @@ impl<'a> Evaluator<'a> {
 /// Computed samples carry the evaluation time (only a plain selector keeps its own).
 fn at_time(v: Value, ts: i64) -> Value {
     match v {
-        Value::Vector(vec) => Value::Vector(vec.into_iter().map(|s| Sample { t: ts, ..s }).collect()),
+        Value::Vector(vec) => {
+            Value::Vector(vec.into_iter().map(|s| Sample { t: ts, ..s }).collect())
+        }
         other => other,
     }
 }
@@ -313,7 +386,8 @@ pub(crate) fn check_unique(v: &[Sample]) -> Result<()> {
 /// Token ids of the operators, re-exported for the other evaluation modules.
 pub(crate) mod ops {
     pub use promql_parser::parser::token::{
-        T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE,
-        T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+        T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
+        T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW,
+        T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
     };
 }

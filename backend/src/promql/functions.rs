@@ -10,13 +10,76 @@ use crate::labels::{Labels, METRIC_NAME};
 
 /// Every function Prometheus 2.42 knows. The parser accepts newer ones, which 2.42 rejects.
 pub const FUNCTIONS_2_42: &[&str] = &[
-    "abs", "absent", "absent_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh", "avg_over_time", "ceil", "changes",
-    "clamp", "clamp_max", "clamp_min", "cos", "cosh", "count_over_time", "days_in_month", "day_of_month", "day_of_week",
-    "day_of_year", "deg", "delta", "deriv", "exp", "floor", "histogram_count", "histogram_fraction", "histogram_quantile",
-    "histogram_sum", "holt_winters", "hour", "idelta", "increase", "irate", "label_replace", "label_join", "ln", "log10", "log2",
-    "last_over_time", "max_over_time", "min_over_time", "minute", "month", "pi", "predict_linear", "present_over_time",
-    "quantile_over_time", "rad", "rate", "resets", "round", "scalar", "sgn", "sin", "sinh", "sort", "sort_desc", "sqrt",
-    "stddev_over_time", "stdvar_over_time", "sum_over_time", "tan", "tanh", "time", "timestamp", "vector", "year",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_sum",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_replace",
+    "label_join",
+    "ln",
+    "log10",
+    "log2",
+    "last_over_time",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
 ];
 
 /// Registers `holt_winters` with the parser (it was renamed after 2.42). Idempotent.
@@ -45,7 +108,10 @@ fn unwrap_paren(mut e: &Expr) -> &Expr {
 fn vector(v: Value) -> Result<Vec<Sample>> {
     match v {
         Value::Vector(v) => Ok(v),
-        other => exec(format!("expected an instant vector, got {}", other.type_name())),
+        other => exec(format!(
+            "expected an instant vector, got {}",
+            other.type_name()
+        )),
     }
 }
 
@@ -70,7 +136,11 @@ fn go_max(a: f64, b: f64) -> f64 {
     } else if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == 0.0 && b == 0.0 {
-        if a.is_sign_negative() { b } else { a }
+        if a.is_sign_negative() {
+            b
+        } else {
+            a
+        }
     } else {
         a.max(b)
     }
@@ -82,7 +152,11 @@ fn go_min(a: f64, b: f64) -> f64 {
     } else if a.is_nan() || b.is_nan() {
         f64::NAN
     } else if a == 0.0 && b == 0.0 {
-        if a.is_sign_negative() { a } else { b }
+        if a.is_sign_negative() {
+            a
+        } else {
+            b
+        }
     } else {
         a.min(b)
     }
@@ -90,12 +164,22 @@ fn go_min(a: f64, b: f64) -> f64 {
 
 fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
-    let c = if sum.abs() >= inc.abs() { c + ((sum - t) + inc) } else { c + ((inc - t) + sum) };
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
     (t, c)
 }
 
 fn simple(ts: i64, v: Vec<Sample>, f: impl Fn(f64) -> f64) -> Vec<Sample> {
-    v.into_iter().map(|s| Sample { labels: s.labels.without_name(), t: ts, v: f(s.v) }).collect()
+    v.into_iter()
+        .map(|s| Sample {
+            labels: s.labels.without_name(),
+            t: ts,
+            v: f(s.v),
+        })
+        .collect()
 }
 
 /// Labels for `absent`: the equality matchers of a plain selector argument.
@@ -123,13 +207,31 @@ fn absent_labels(e: &Expr) -> Labels {
     l
 }
 
-fn date(ts: i64, args: Option<Vec<Sample>>, f: impl Fn(chrono::DateTime<Utc>) -> f64) -> Vec<Sample> {
+fn date(
+    ts: i64,
+    args: Option<Vec<Sample>>,
+    f: impl Fn(chrono::DateTime<Utc>) -> f64,
+) -> Vec<Sample> {
     let at = |secs: i64| Utc.timestamp_opt(secs, 0).single();
     match args {
-        None => at(ts.div_euclid(1000)).map(|t| vec![Sample { labels: Labels::default(), t: ts, v: f(t) }]).unwrap_or_default(),
+        None => at(ts.div_euclid(1000))
+            .map(|t| {
+                vec![Sample {
+                    labels: Labels::default(),
+                    t: ts,
+                    v: f(t),
+                }]
+            })
+            .unwrap_or_default(),
         Some(v) => v
             .into_iter()
-            .filter_map(|s| at(s.v as i64).map(|t| Sample { labels: s.labels.without_name(), t: ts, v: f(t) }))
+            .filter_map(|s| {
+                at(s.v as i64).map(|t| Sample {
+                    labels: s.labels.without_name(),
+                    t: ts,
+                    v: f(t),
+                })
+            })
             .collect(),
     }
 }
@@ -137,15 +239,26 @@ fn date(ts: i64, args: Option<Vec<Sample>>, f: impl Fn(chrono::DateTime<Utc>) ->
 pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
     let name = c.func.name;
     let args: Vec<&Expr> = c.args.args.iter().map(|a| unwrap_paren(a)).collect();
-    let arg = |i: usize| args.get(i).copied().ok_or_else(|| super::value::EvalError::Execution(format!("{name}: missing argument {i}")));
+    let arg = |i: usize| {
+        args.get(i).copied().ok_or_else(|| {
+            super::value::EvalError::Execution(format!("{name}: missing argument {i}"))
+        })
+    };
     let scalar_arg = |i: usize| -> Result<f64> { scalar(ev.eval(arg(i)?, ts)?) };
 
     // Functions over a range vector: each series of the matrix argument separately.
-    let matrix_index = args.iter().position(|a| matches!(a, Expr::MatrixSelector(_) | Expr::Subquery(_)));
+    let matrix_index = args
+        .iter()
+        .position(|a| matches!(a, Expr::MatrixSelector(_) | Expr::Subquery(_)));
     if let Some(mi) = matrix_index {
         let matrix = match ev.eval(arg(mi)?, ts)? {
             Value::Matrix(m) => m,
-            other => return exec(format!("{name}: expected a range vector, got {}", other.type_name())),
+            other => {
+                return exec(format!(
+                    "{name}: expected a range vector, got {}",
+                    other.type_name()
+                ))
+            }
         };
         let out = range_function(ev, c, name, &args, mi, matrix, ts)?;
         check_unique(&out)?;
@@ -162,25 +275,38 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
                 _ => f64::NAN,
             }));
         }
-        "vector" => vec![Sample { labels: Labels::default(), t: ts, v: scalar_arg(0)? }],
+        "vector" => vec![Sample {
+            labels: Labels::default(),
+            t: ts,
+            v: scalar_arg(0)?,
+        }],
         "timestamp" => {
             // A plain selector reports its samples' own timestamps; anything else the eval time.
             let v = vector(ev.eval(arg(0)?, ts)?)?;
             let own = matches!(arg(0)?, Expr::VectorSelector(_));
             v.into_iter()
-                .map(|s| Sample { labels: s.labels.without_name(), t: ts, v: if own { s.t } else { ts } as f64 / 1000.0 })
+                .map(|s| Sample {
+                    labels: s.labels.without_name(),
+                    t: ts,
+                    v: if own { s.t } else { ts } as f64 / 1000.0,
+                })
                 .collect()
         }
         "absent" => {
             let v = vector(ev.eval(arg(0)?, ts)?)?;
             if v.is_empty() {
-                vec![Sample { labels: absent_labels(arg(0)?), t: ts, v: 1.0 }]
+                vec![Sample {
+                    labels: absent_labels(arg(0)?),
+                    t: ts,
+                    v: 1.0,
+                }]
             } else {
                 Vec::new()
             }
         }
-        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sin" | "cos" | "tan" | "asin" | "acos" | "atan"
-        | "sinh" | "cosh" | "tanh" | "asinh" | "acosh" | "atanh" | "deg" | "rad" | "sgn" => {
+        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sin" | "cos"
+        | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh" | "acosh"
+        | "atanh" | "deg" | "rad" | "sgn" => {
             let f: fn(f64) -> f64 = match name {
                 "abs" => f64::abs,
                 "ceil" => f64::ceil,
@@ -254,7 +380,9 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
             });
             v.into_iter().map(|s| Sample { t: ts, ..s }).collect()
         }
-        "histogram_quantile" => histogram_quantile(scalar_arg(0)?, vector(ev.eval(arg(1)?, ts)?)?, ts),
+        "histogram_quantile" => {
+            histogram_quantile(scalar_arg(0)?, vector(ev.eval(arg(1)?, ts)?)?, ts)
+        }
         // Native histograms do not exist here: these yield nothing for float samples, as in 2.42.
         "histogram_count" | "histogram_sum" => {
             vector(ev.eval(arg(0)?, ts)?)?;
@@ -266,29 +394,47 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
             vector(ev.eval(arg(2)?, ts)?)?;
             Vec::new()
         }
-        "label_replace" => label_replace(vector(ev.eval(arg(0)?, ts)?)?, &string_arg(arg(1)?)?, &string_arg(arg(2)?)?, &string_arg(arg(3)?)?, &string_arg(arg(4)?)?, ts)?,
+        "label_replace" => label_replace(
+            vector(ev.eval(arg(0)?, ts)?)?,
+            &string_arg(arg(1)?)?,
+            &string_arg(arg(2)?)?,
+            &string_arg(arg(3)?)?,
+            &string_arg(arg(4)?)?,
+            ts,
+        )?,
         "label_join" => {
             let v = vector(ev.eval(arg(0)?, ts)?)?;
             let dst = string_arg(arg(1)?)?;
             let sep = string_arg(arg(2)?)?;
-            let srcs = args.iter().skip(3).map(|a| string_arg(a)).collect::<Result<Vec<_>>>()?;
+            let srcs = args
+                .iter()
+                .skip(3)
+                .map(|a| string_arg(a))
+                .collect::<Result<Vec<_>>>()?;
             for s in &srcs {
                 if !crate::families::is_label_name(s) {
                     return exec(format!("invalid source label name in label_join(): {s}"));
                 }
             }
             if !crate::families::is_label_name(&dst) {
-                return exec(format!("invalid destination label name in label_join(): {dst}"));
+                return exec(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                ));
             }
             v.into_iter()
                 .map(|mut s| {
-                    let joined = srcs.iter().map(|n| s.labels.get(n).unwrap_or("")).collect::<Vec<_>>().join(&sep);
+                    let joined = srcs
+                        .iter()
+                        .map(|n| s.labels.get(n).unwrap_or(""))
+                        .collect::<Vec<_>>()
+                        .join(&sep);
                     s.labels.set(&dst, &joined);
                     Sample { t: ts, ..s }
                 })
                 .collect()
         }
-        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute" | "month" | "year" => {
+        "days_in_month" | "day_of_month" | "day_of_week" | "day_of_year" | "hour" | "minute"
+        | "month" | "year" => {
             let input = match args.first() {
                 Some(a) => Some(vector(ev.eval(a, ts)?)?),
                 None => None,
@@ -296,7 +442,11 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
             let f: fn(chrono::DateTime<Utc>) -> f64 = match name {
                 "days_in_month" => |t| {
                     let (y, m) = (t.year(), t.month());
-                    let next = if m == 12 { Utc.with_ymd_and_hms(y + 1, 1, 1, 0, 0, 0) } else { Utc.with_ymd_and_hms(y, m + 1, 1, 0, 0, 0) };
+                    let next = if m == 12 {
+                        Utc.with_ymd_and_hms(y + 1, 1, 1, 0, 0, 0)
+                    } else {
+                        Utc.with_ymd_and_hms(y, m + 1, 1, 0, 0, 0)
+                    };
                     let first = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0);
                     match (next.single(), first.single()) {
                         (Some(n), Some(f)) => (n - f).num_days() as f64,
@@ -319,10 +469,23 @@ pub fn call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<Value> {
     Ok(Value::Vector(out))
 }
 
-fn label_replace(v: Vec<Sample>, dst: &str, repl: &str, src: &str, re: &str, ts: i64) -> Result<Vec<Sample>> {
-    let regex = regex::Regex::new(&format!("^(?:{re})$")).or_else(|_| exec(format!("invalid regular expression in label_replace(): {re}")))?;
+fn label_replace(
+    v: Vec<Sample>,
+    dst: &str,
+    repl: &str,
+    src: &str,
+    re: &str,
+    ts: i64,
+) -> Result<Vec<Sample>> {
+    let regex = regex::Regex::new(&format!("^(?:{re})$")).or_else(|_| {
+        exec(format!(
+            "invalid regular expression in label_replace(): {re}"
+        ))
+    })?;
     if !crate::families::is_label_name(dst) {
-        return exec(format!("invalid destination label name in label_replace(): {dst}"));
+        return exec(format!(
+            "invalid destination label name in label_replace(): {dst}"
+        ));
     }
     Ok(v.into_iter()
         .map(|mut s| {
@@ -345,10 +508,14 @@ fn go_template(repl: &str) -> String {
 
 /// `histogram_quantile` over classic buckets (`le` label), Prometheus's bucket algorithm.
 fn histogram_quantile(q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
-    let mut groups: Vec<(Labels, Labels, Vec<(f64, f64)>)> = Vec::new();
+    // (group key, output labels, buckets as (upper bound, count))
+    type Group = (Labels, Labels, Vec<(f64, f64)>);
+    let mut groups: Vec<Group> = Vec::new();
     let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
     for s in v {
-        let Some(le) = s.labels.get("le").and_then(parse_go_float) else { continue };
+        let Some(le) = s.labels.get("le").and_then(parse_go_float) else {
+            continue;
+        };
         let mut key = s.labels.clone();
         key.remove("le");
         let i = *index.entry(key.clone()).or_insert_with(|| {
@@ -364,7 +531,11 @@ fn histogram_quantile(q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
     groups
         .into_iter()
         .filter(|g| !g.2.is_empty())
-        .map(|(_, labels, buckets)| Sample { labels, t: ts, v: bucket_quantile(q, buckets) })
+        .map(|(_, labels, buckets)| Sample {
+            labels,
+            t: ts,
+            v: bucket_quantile(q, buckets),
+        })
         .collect()
 }
 
@@ -418,7 +589,14 @@ pub(crate) fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
     let mut rank = q * observations;
     // sort.Search over all but the last bucket.
     let n = c.len() - 1;
-    let idx = c.get(..n).map_or(0, |s| s.partition_point(|x| !(x.1 >= rank)));
+    let idx = c.get(..n).map_or(0, |s| {
+        s.partition_point(|x| {
+            matches!(
+                x.1.partial_cmp(&rank),
+                Some(std::cmp::Ordering::Less) | None
+            )
+        })
+    });
     if idx == n {
         return c.get(n - 1).map_or(f64::NAN, |x| x.0);
     }
@@ -437,7 +615,15 @@ pub(crate) fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
 }
 
 /// Functions with a range-vector argument, applied to each series.
-fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: usize, matrix: Vec<Series>, ts: i64) -> Result<Vec<Sample>> {
+fn range_function(
+    ev: &Evaluator<'_>,
+    c: &Call,
+    name: &str,
+    args: &[&Expr],
+    mi: usize,
+    matrix: Vec<Series>,
+    ts: i64,
+) -> Result<Vec<Sample>> {
     let scalar_at = |i: usize| -> Result<f64> {
         match args.get(i) {
             Some(e) => scalar(ev.eval(e, ts)?),
@@ -453,18 +639,36 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: 
         return Ok(if matrix.iter().any(|s| !s.points.is_empty()) {
             Vec::new()
         } else {
-            vec![Sample { labels: absent_labels(args.get(mi).copied().unwrap_or(&Expr::NumberLiteral(promql_parser::parser::NumberLiteral::new(0.0)))), t: ts, v: 1.0 }]
+            vec![Sample {
+                labels: absent_labels(args.get(mi).copied().unwrap_or(&Expr::NumberLiteral(
+                    promql_parser::parser::NumberLiteral::new(0.0),
+                ))),
+                t: ts,
+                v: 1.0,
+            }]
         });
     }
-    let q = if name == "quantile_over_time" { scalar_at(0)? } else { 0.0 };
-    let predict_secs = if name == "predict_linear" { scalar_at(1)? } else { 0.0 };
+    let q = if name == "quantile_over_time" {
+        scalar_at(0)?
+    } else {
+        0.0
+    };
+    let predict_secs = if name == "predict_linear" {
+        scalar_at(1)?
+    } else {
+        0.0
+    };
     let (sf, tf) = if name == "holt_winters" {
         let (sf, tf) = (scalar_at(1)?, scalar_at(2)?);
         if sf <= 0.0 || sf >= 1.0 {
-            return exec(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"));
+            return exec(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+            ));
         }
         if tf <= 0.0 || tf >= 1.0 {
-            return exec(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"));
+            return exec(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+            ));
         }
         (sf, tf)
     } else {
@@ -484,13 +688,30 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: 
             continue;
         }
         let v = match name {
-            "rate" | "increase" | "delta" => extrapolated_rate(p, range_start, range_end, range_ms, name != "delta", name == "rate"),
+            "rate" | "increase" | "delta" => extrapolated_rate(
+                p,
+                range_start,
+                range_end,
+                range_ms,
+                name != "delta",
+                name == "rate",
+            ),
             "irate" | "idelta" => instant_value(p, name == "irate"),
             "avg_over_time" => Some(avg_over_time(p)),
             "count_over_time" => Some(p.len() as f64),
             "last_over_time" => p.last().map(|x| x.1),
-            "max_over_time" => Some(p.iter().fold(p[0].1, |m, x| if x.1 > m || m.is_nan() { x.1 } else { m })),
-            "min_over_time" => Some(p.iter().fold(p[0].1, |m, x| if x.1 < m || m.is_nan() { x.1 } else { m })),
+            "max_over_time" => {
+                Some(
+                    p.iter()
+                        .fold(p[0].1, |m, x| if x.1 > m || m.is_nan() { x.1 } else { m }),
+                )
+            }
+            "min_over_time" => {
+                Some(
+                    p.iter()
+                        .fold(p[0].1, |m, x| if x.1 < m || m.is_nan() { x.1 } else { m }),
+                )
+            }
             "sum_over_time" => {
                 let (sum, c) = p.iter().fold((0.0, 0.0), |(s, c), x| kahan_inc(x.1, s, c));
                 Some(if sum.is_infinite() { sum } else { sum + c })
@@ -500,7 +721,8 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: 
                 Some(quantile_values(q, &mut vals))
             }
             "stddev_over_time" | "stdvar_over_time" => {
-                let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+                let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) =
+                    (0.0, 0.0, 0.0, 0.0, 0.0);
                 for x in p {
                     count += 1.0;
                     let delta = x.1 - (mean + c_mean);
@@ -508,10 +730,18 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: 
                     (aux, c_aux) = kahan_inc(delta * (x.1 - (mean + c_mean)), aux, c_aux);
                 }
                 let var = (aux + c_aux) / count;
-                Some(if name == "stddev_over_time" { var.sqrt() } else { var })
+                Some(if name == "stddev_over_time" {
+                    var.sqrt()
+                } else {
+                    var
+                })
             }
             "present_over_time" => Some(1.0),
-            "changes" => Some(p.windows(2).filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan())).count() as f64),
+            "changes" => Some(
+                p.windows(2)
+                    .filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()))
+                    .count() as f64,
+            ),
             "resets" => Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
             "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
             "predict_linear" => (p.len() >= 2).then(|| {
@@ -519,10 +749,19 @@ fn range_function(ev: &Evaluator<'_>, c: &Call, name: &str, args: &[&Expr], mi: 
                 slope * predict_secs + intercept
             }),
             "holt_winters" => holt_winters(p, sf, tf),
-            other => return exec(format!("function {other} is not supported on a range vector ({})", c.func.name)),
+            other => {
+                return exec(format!(
+                    "function {other} is not supported on a range vector ({})",
+                    c.func.name
+                ))
+            }
         };
         if let Some(v) = v {
-            let labels = if name == "last_over_time" { s.labels } else { s.labels.without_name() };
+            let labels = if name == "last_over_time" {
+                s.labels
+            } else {
+                s.labels.without_name()
+            };
             out.push(Sample { labels, t: ts, v });
         }
     }
@@ -570,11 +809,22 @@ fn avg_over_time(p: &[(i64, f64)]) -> f64 {
         }
         (mean, c) = kahan_inc(x.1 / count - mean / count, mean, c);
     }
-    if mean.is_infinite() { mean } else { mean + c }
+    if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
 }
 
 /// Prometheus 2.42's `extrapolatedRate` (zero-clamp before the threshold test).
-fn extrapolated_rate(p: &[(i64, f64)], range_start: i64, range_end: i64, range_ms: i64, counter: bool, rate: bool) -> Option<f64> {
+fn extrapolated_rate(
+    p: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+    counter: bool,
+    rate: bool,
+) -> Option<f64> {
     if p.len() < 2 {
         return None;
     }
@@ -601,8 +851,16 @@ fn extrapolated_rate(p: &[(i64, f64)], range_start: i64, range_end: i64, range_m
     }
     let threshold = avg * 1.1;
     let mut interval = sampled;
-    interval += if to_start < threshold { to_start } else { avg / 2.0 };
-    interval += if to_end < threshold { to_end } else { avg / 2.0 };
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg / 2.0
+    };
     let mut factor = interval / sampled;
     if rate {
         factor /= range_ms as f64 / 1000.0;
@@ -615,7 +873,11 @@ fn instant_value(p: &[(i64, f64)], rate: bool) -> Option<f64> {
         return None;
     }
     let (prev, last) = (p[p.len() - 2], p[p.len() - 1]);
-    let mut v = if rate && last.1 < prev.1 { last.1 } else { last.1 - prev.1 };
+    let mut v = if rate && last.1 < prev.1 {
+        last.1
+    } else {
+        last.1 - prev.1
+    };
     let interval = last.0 - prev.0;
     if interval == 0 {
         return None;
@@ -627,7 +889,8 @@ fn instant_value(p: &[(i64, f64)], rate: bool) -> Option<f64> {
 }
 
 fn linear_regression(p: &[(i64, f64)], intercept_time: i64) -> (f64, f64) {
-    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     let init = p[0].1;
     let mut const_y = true;
     for (i, &(t, v)) in p.iter().enumerate() {
@@ -658,7 +921,13 @@ fn holt_winters(p: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
     if p.len() < 2 {
         return None;
     }
-    let trend = |i: usize, s0: f64, s1: f64, b: f64| if i == 0 { b } else { tf * (s1 - s0) + (1.0 - tf) * b };
+    let trend = |i: usize, s0: f64, s1: f64, b: f64| {
+        if i == 0 {
+            b
+        } else {
+            tf * (s1 - s0) + (1.0 - tf) * b
+        }
+    };
     let (mut s0, mut s1, mut b) = (0.0, p[0].1, p[1].1 - p[0].1);
     for (i, x) in p.iter().enumerate().skip(1) {
         let xv = sf * x.1;
@@ -677,7 +946,8 @@ mod tests {
     #[test]
     fn bucket_quantile_edge_cases() {
         let inf = f64::INFINITY;
-        let cases: Vec<(f64, Vec<(f64, f64)>, f64)> = vec![
+        type Case = (f64, Vec<(f64, f64)>, f64);
+        let cases: Vec<Case> = vec![
             (0.5, vec![(1.0, 1.0), (2.0, 2.0), (inf, 2.0)], 1.0),
             (0.99, vec![(1.0, 0.0), (2.0, 10.0), (inf, 10.0)], 1.99),
             (0.5, vec![(1.0, 1.0), (2.0, 2.0)], f64::NAN),
@@ -688,11 +958,18 @@ mod tests {
             (2.0, vec![(1.0, 1.0), (inf, 2.0)], f64::INFINITY),
             (0.5, vec![(-1.0, 5.0), (inf, 6.0)], -1.0),
             (0.5, vec![(1.0, 5.0), (2.0, 3.0), (inf, 10.0)], 1.0),
-            (0.5, vec![(2.0, 2.0), (1.0, 1.0), (1.0, 1.0), (inf, 4.0)], 1.0),
+            (
+                0.5,
+                vec![(2.0, 2.0), (1.0, 1.0), (1.0, 1.0), (inf, 4.0)],
+                1.0,
+            ),
         ];
         for (q, b, want) in cases {
             let got = bucket_quantile(q, b.clone());
-            assert!(got == want || (got.is_nan() && want.is_nan()) || (got - want).abs() < 1e-12, "q={q} {b:?}: {got} != {want}");
+            assert!(
+                got == want || (got.is_nan() && want.is_nan()) || (got - want).abs() < 1e-12,
+                "q={q} {b:?}: {got} != {want}"
+            );
         }
     }
 
@@ -702,7 +979,10 @@ mod tests {
         let p: Vec<(i64, f64)> = (1..=60).map(|i| (i * 1000, i as f64)).collect();
         let r = extrapolated_rate(&p, 0, 60_000, 60_000, true, true).unwrap();
         assert!((r - 1.0).abs() < 1e-12, "{r}");
-        assert_eq!(extrapolated_rate(&p[..1], 0, 60_000, 60_000, true, true), None);
+        assert_eq!(
+            extrapolated_rate(&p[..1], 0, 60_000, 60_000, true, true),
+            None
+        );
     }
 
     #[test]
@@ -710,6 +990,6 @@ mod tests {
         assert!(go_max(1.0, f64::NAN).is_nan());
         assert_eq!(go_max(f64::INFINITY, f64::NAN), f64::INFINITY);
         assert_eq!(go_min(f64::NEG_INFINITY, f64::NAN), f64::NEG_INFINITY);
-        assert_eq!(go_max(-0.0, 0.0).is_sign_positive(), true);
+        assert!(go_max(-0.0, 0.0).is_sign_positive());
     }
 }

@@ -11,7 +11,7 @@ impl Bits {
     fn push_bits(&mut self, value: u64, n: usize) {
         for i in (0..n).rev() {
             let bit = (value >> i) & 1;
-            if self.len % 64 == 0 {
+            if self.len.is_multiple_of(64) {
                 self.words.push(0);
             }
             if let Some(w) = self.words.last_mut() {

@@ -35,7 +35,8 @@ struct Chunk {
 
 impl Chunk {
     fn end(&self) -> i64 {
-        self.stale_at.unwrap_or(self.start + i64::from(self.len) - 1)
+        self.stale_at
+            .unwrap_or(self.start + i64::from(self.len) - 1)
     }
 }
 
@@ -118,12 +119,24 @@ impl Grid {
         for d in sealed {
             let step = self.tail_start;
             let chunk = match self.chunks.back_mut() {
-                Some(c) if c.stale_at.is_none() && c.start + i64::from(c.len) == step && c.len < CHUNK_STEPS => c,
+                Some(c)
+                    if c.stale_at.is_none()
+                        && c.start + i64::from(c.len) == step
+                        && c.len < CHUNK_STEPS =>
+                {
+                    c
+                }
                 _ => {
                     if let Some(c) = self.chunks.back_mut() {
                         c.bits.shrink();
                     }
-                    self.chunks.push_back(Chunk { start: step, first: self.base, len: 0, bits: Bits::default(), stale_at: None });
+                    self.chunks.push_back(Chunk {
+                        start: step,
+                        first: self.base,
+                        len: 0,
+                        bits: Bits::default(),
+                        stale_at: None,
+                    });
                     match self.chunks.back_mut() {
                         Some(c) => c,
                         None => return,
@@ -146,7 +159,13 @@ impl Grid {
         self.seal(n);
         match self.chunks.back_mut() {
             Some(c) if c.start + i64::from(c.len) == end => c.stale_at = Some(end),
-            _ => self.chunks.push_back(Chunk { start: end, first: self.base, len: 0, bits: Bits::default(), stale_at: Some(end) }),
+            _ => self.chunks.push_back(Chunk {
+                start: end,
+                first: self.base,
+                len: 0,
+                bits: Bits::default(),
+                stale_at: Some(end),
+            }),
         }
         self.open = false;
     }
@@ -213,7 +232,11 @@ impl Grid {
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.tail.capacity() * 8
-            + self.chunks.iter().map(|c| std::mem::size_of::<Chunk>() + c.bits.bytes()).sum::<usize>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| std::mem::size_of::<Chunk>() + c.bits.bytes())
+                .sum::<usize>()
     }
 }
 
@@ -242,7 +265,10 @@ mod tests {
         let mut g = Grid::new(300);
         g.add(10, 2);
         g.add(12, 1);
-        assert_eq!(values(&g, 14), [(10, 2), (11, 2), (12, 3), (13, 3), (14, 3)]);
+        assert_eq!(
+            values(&g, 14),
+            [(10, 2), (11, 2), (12, 3), (13, 3), (14, 3)]
+        );
     }
 
     #[test]
@@ -254,7 +280,10 @@ mod tests {
         assert_eq!(values(&g, 105).first(), Some(&(100, 1)));
         assert_eq!(values(&g, 105).get(1), Some(&(101, 6)));
         g.add(200, 1);
-        assert!(!g.add(150, 1), "older than the head: counted in its oldest step");
+        assert!(
+            !g.add(150, 1),
+            "older than the head: counted in its oldest step"
+        );
         assert_eq!(values(&g, 200).last(), Some(&(200, 9)));
     }
 
@@ -264,7 +293,11 @@ mod tests {
         g.add(0, 1);
         g.add(2, 1);
         let pts = all(&g, 20);
-        assert_eq!(pts.last(), Some(&(7, Point::Stale)), "stale 5 steps after the last event");
+        assert_eq!(
+            pts.last(),
+            Some(&(7, Point::Stale)),
+            "stale 5 steps after the last event"
+        );
         assert_eq!(pts.len(), 8);
         g.add(30, 4);
         let pts = all(&g, 31);
@@ -284,11 +317,19 @@ mod tests {
         assert_eq!(vs.len(), 3600);
         let expected: u64 = (0..3600u64).map(|s| s % 3).sum();
         assert_eq!(vs.last(), Some(&(3599, expected)));
-        assert!(g.bytes() < 2048, "an hour of a busy counter in {} bytes", g.bytes());
+        assert!(
+            g.bytes() < 2048,
+            "an hour of a busy counter in {} bytes",
+            g.bytes()
+        );
         assert!(g.maintain(3599, 3000));
         let kept = values(&g, 3599);
         assert!(kept.first().unwrap().0 >= 2000 && kept.first().unwrap().0 <= 3000);
-        assert_eq!(kept.last(), Some(&(3599, expected)), "totals survive trimming");
+        assert_eq!(
+            kept.last(),
+            Some(&(3599, expected)),
+            "totals survive trimming"
+        );
     }
 
     #[test]

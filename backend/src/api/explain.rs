@@ -1,0 +1,275 @@
+//! Plain-words reasons for an empty or NaN result: which selector matched nothing and why,
+//! the label values that do exist, and when the matching series last had samples. This is
+//! what turns Flagger's bare "no values found" into something a user can act on.
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{Expr, VectorSelector};
+
+use crate::labels::METRIC_NAME;
+use crate::promql::engine::duration_ms;
+use crate::promql::format::timestamp;
+use crate::store::{is_stale, Store};
+
+fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e VectorSelector, i64)>) {
+    match e {
+        Expr::VectorSelector(vs) => out.push((vs, 0)),
+        Expr::MatrixSelector(ms) => out.push((&ms.vs, duration_ms(&ms.range))),
+        Expr::Aggregate(a) => {
+            selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            selectors(&b.lhs, out);
+            selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => selectors(&p.expr, out),
+        Expr::Subquery(s) => selectors(&s.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
+        _ => {}
+    }
+}
+
+fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
+    let mut m = vs.matchers.matchers.clone();
+    if let Some(n) = &vs.name {
+        if !m.iter().any(|x| x.name == METRIC_NAME) {
+            m.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n));
+        }
+    }
+    m
+}
+
+fn describe(m: &Matcher) -> String {
+    let op = match &m.op {
+        MatchOp::Equal => "=",
+        MatchOp::NotEqual => "!=",
+        MatchOp::Re(_) => "=~",
+        MatchOp::NotRe(_) => "!~",
+    };
+    format!("{}{op}{:?}", m.name, m.value)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            if let Some(c) = cur.get_mut(j + 1) {
+                *c = sub.min(del).min(ins);
+            }
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+/// Up to five existing values, closest to `wanted` first.
+fn closest(values: Vec<String>, wanted: &str) -> String {
+    let mut v: Vec<(usize, String)> = values
+        .into_iter()
+        .map(|x| {
+            let d = if x.contains(wanted) || wanted.contains(x.as_str()) {
+                0
+            } else {
+                edit_distance(&x, wanted)
+            };
+            (d, x)
+        })
+        .collect();
+    v.sort();
+    let shown: Vec<String> = v.iter().take(5).map(|(_, x)| format!("{x:?}")).collect();
+    let more = v.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn ago(ms: i64) -> String {
+    let s = ms / 1000;
+    if s >= 60 && s % 60 == 0 && s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{}h", s / 3600)
+    }
+}
+
+/// Reasons, one per selector that explains the gap; a NaN note when every selector had data.
+pub fn why_empty(
+    store: &Store,
+    e: &Expr,
+    start: i64,
+    end: i64,
+    lookback: i64,
+    now: i64,
+) -> Vec<String> {
+    let mut sels = Vec::new();
+    selectors(e, &mut sels);
+    let mut out = Vec::new();
+    for (vs, range) in sels {
+        let ms = matchers(vs);
+        let shown = if range > 0 {
+            format!("{vs}[{}]", ago(range))
+        } else {
+            vs.to_string()
+        };
+        let ids = store.select(&ms);
+        if ids.is_empty() {
+            out.push(no_series(store, &shown, &ms));
+            continue;
+        }
+        let window = if range > 0 { range } else { lookback };
+        let lookback_from = end - store.limits().retention_ms;
+        let newest = ids
+            .iter()
+            .filter_map(|id| {
+                store
+                    .samples(*id, lookback_from, end, now)
+                    .into_iter()
+                    .rev()
+                    .find(|(_, v)| !is_stale(*v))
+            })
+            .map(|(t, _)| t)
+            .max();
+        match newest {
+            None => out.push(format!("{shown} matched {} series, but none has a sample at or before {}", ids.len(), timestamp(end))),
+            Some(t) if t < start - window => out.push(format!(
+                "{shown} matched {} series, but the newest sample is at {} ({} before the query time): the workload has had no traffic recently",
+                ids.len(),
+                timestamp(t),
+                ago(end - t)
+            )),
+            Some(_) if range > 0 => {
+                let with_two = ids.iter().filter(|id| store.samples(**id, end - range, end, now).iter().filter(|(_, v)| !is_stale(*v)).count() >= 2).count();
+                if with_two == 0 {
+                    out.push(format!(
+                        "{shown} matched {} series, but none has two samples in the {} window ending at {}, so rate() and friends have nothing to compute",
+                        ids.len(),
+                        ago(range),
+                        timestamp(end)
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    if out.is_empty() {
+        out.push(
+            "every selector matched series with recent samples; the result is empty or NaN because of the expression itself \
+             (for example 0/0 when the denominator saw no requests in the window, or label sets that do not match across an operator)"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+fn no_series(store: &Store, shown: &str, ms: &[Matcher]) -> String {
+    let name = ms
+        .iter()
+        .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
+        .map(|m| m.value.clone());
+    if let Some(n) = &name {
+        if store
+            .select(&[Matcher::new(MatchOp::Equal, METRIC_NAME, n)])
+            .is_empty()
+        {
+            let names = store.label_values(METRIC_NAME, None);
+            return format!(
+                "{shown} matched no series: no metric is named {n:?}{}",
+                if names.is_empty() {
+                    " (the store is empty: is any sidecar sending events?)".to_owned()
+                } else {
+                    format!("; closest names: {}", closest(names, n))
+                }
+            );
+        }
+    }
+    // Find a matcher whose removal lets the rest match: that one excludes everything.
+    for (i, m) in ms.iter().enumerate() {
+        let rest: Vec<Matcher> = ms
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, x)| x.clone())
+            .collect();
+        let ids = store.select(&rest);
+        if !ids.is_empty() {
+            let values = store.label_values(&m.name, Some(&ids));
+            let existing = if values.is_empty() {
+                format!("none of them has a {} label", m.name)
+            } else {
+                format!("their {} values are {}", m.name, closest(values, &m.value))
+            };
+            return format!(
+                "{shown} matched no series: {} series match everything but {}, and {existing}",
+                ids.len(),
+                describe(m)
+            );
+        }
+    }
+    format!("{shown} matched no series, and no single label matcher is to blame: check every label")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Kind, Limits};
+
+    #[test]
+    fn names_the_matcher_and_the_values_that_exist() {
+        let mut s = Store::new(Limits::default());
+        let now = 10_000_000;
+        for w in ["podinfo-primary", "podinfo-canary"] {
+            let id = s
+                .series(
+                    &[
+                        ("__name__", "istio_requests_total"),
+                        ("destination_workload", w),
+                        ("reporter", "destination"),
+                    ],
+                    Kind::Counter { scale: 1.0 },
+                )
+                .unwrap();
+            s.add(id, now - 1000, 1, now);
+        }
+        let e = crate::promql::parse(r#"sum(rate(istio_requests_total{reporter="destination",destination_workload=~"podinfo"}[1m]))"#).unwrap();
+        let w = why_empty(&s, &e, now, now, 300_000, now);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(r#"destination_workload=~"podinfo""#),
+            "{}",
+            w[0]
+        );
+        assert!(
+            w[0].contains("podinfo-canary") && w[0].contains("podinfo-primary"),
+            "{}",
+            w[0]
+        );
+
+        let e = crate::promql::parse("istio_request_total").unwrap();
+        assert!(why_empty(&s, &e, now, now, 300_000, now)[0]
+            .contains("closest names: \"istio_requests_total\""));
+
+        let e = crate::promql::parse(
+            r#"rate(istio_requests_total{destination_workload="podinfo-canary"}[1m])"#,
+        )
+        .unwrap();
+        let w = why_empty(&s, &e, now + 600_000, now + 600_000, 300_000, now + 600_000);
+        assert!(
+            w[0].contains("no traffic recently") || w[0].contains("none has two samples"),
+            "{w:?}"
+        );
+    }
+}

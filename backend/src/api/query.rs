@@ -1,0 +1,316 @@
+//! `/api/v1/query`, `/query_range`, `/series`, `/labels`, `/label/<name>/values`, build info.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use promql_parser::parser::Expr;
+
+use super::error::{ApiError, ErrorType};
+use super::params::{parse_duration_ms, time_param, Params};
+use super::{explain, json, now_ms, Shared};
+use crate::promql::{self, Evaluator, Options, Value};
+
+fn ok(data: String, warnings: &[String]) -> Response {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        json::success(&data, warnings),
+    )
+        .into_response()
+}
+
+fn parse_query(p: &Params, wrap: bool) -> Result<Expr, ApiError> {
+    let q = p.get("query").unwrap_or("");
+    let parsed = if q.trim().is_empty() {
+        Err("1:1: parse error: no expression found in input".to_owned())
+    } else {
+        promql::parse(q)
+    };
+    parsed.map_err(|e| {
+        if wrap {
+            ApiError::param("query", e)
+        } else {
+            ApiError::bad_data(e)
+        }
+    })
+}
+
+fn deadline(st: &Shared, p: &Params) -> Result<Instant, ApiError> {
+    let mut timeout = st.settings.query_timeout;
+    if let Some(t) = p.get("timeout") {
+        let ms = parse_duration_ms(t).map_err(|e| ApiError::param("timeout", e))?;
+        timeout = timeout.min(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)));
+    }
+    Ok(Instant::now() + timeout)
+}
+
+/// Runs an evaluation off the async runtime, under the store's read lock.
+async fn evaluate<T: Send + 'static>(
+    st: &Shared,
+    f: impl FnOnce(&crate::api::Db) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st2 = st.clone();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        let db = st2
+            .db
+            .read()
+            .map_err(|_| ApiError::new(ErrorType::Internal, "store lock poisoned"))?;
+        f(&db)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorType::Internal, format!("query task failed: {e}")))?;
+    st.metrics
+        .queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    st.metrics.observe_query(started.elapsed().as_secs_f64());
+    if out.is_err() {
+        st.metrics
+            .query_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    out
+}
+
+fn options(st: &Shared, deadline: Instant) -> Options {
+    Options {
+        lookback_ms: st.settings.lookback_ms,
+        subquery_step_ms: st.settings.subquery_step_ms,
+        max_samples: st.settings.query_max_samples,
+        deadline,
+    }
+}
+
+fn is_empty_or_nan(v: &Value) -> bool {
+    match v {
+        Value::Vector(v) => v.is_empty() || v.iter().all(|s| s.v.is_nan()),
+        Value::Matrix(m) => m.is_empty() || m.iter().all(|s| s.points.iter().all(|p| p.1.is_nan())),
+        Value::Scalar(x) => x.is_nan(),
+        Value::String(_) => false,
+    }
+}
+
+pub async fn instant(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&uri, &headers, &body);
+    let now = now_ms();
+    let ts = time_param(&p, "time", now)?;
+    let deadline = deadline(&st, &p)?;
+    let expr = parse_query(&p, true)?;
+    let opts = options(&st, deadline);
+    let query = p.get("query").unwrap_or("").to_owned();
+    let (value, warnings) = evaluate(&st, move |db| {
+        let ev = Evaluator::new(&db.store, now, ts, ts, &expr, opts);
+        let v = ev.eval_instant(&expr)?;
+        let w = if is_empty_or_nan(&v) {
+            explain::why_empty(&db.store, &expr, ts, ts, opts.lookback_ms, now)
+        } else {
+            Vec::new()
+        };
+        Ok((v, w))
+    })
+    .await?;
+    if !warnings.is_empty() {
+        st.metrics
+            .empty_results
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(query = %query, warnings = ?warnings, "query returned no data");
+    }
+    Ok(ok(json::result(&value, ts), &warnings))
+}
+
+pub async fn range(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&uri, &headers, &body);
+    let start = time_param(&p, "start", i64::MIN)?;
+    let end = time_param(&p, "end", i64::MIN)?;
+    if end < start {
+        return Err(ApiError::param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step =
+        parse_duration_ms(p.get("step").unwrap_or("")).map_err(|e| ApiError::param("step", e))?;
+    if step <= 0 {
+        return Err(ApiError::param("step", "zero or negative query resolution step widths are not accepted. Try a positive integer"));
+    }
+    if (end - start) / step > 11_000 {
+        return Err(ApiError::bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
+    }
+    let deadline = deadline(&st, &p)?;
+    let expr = parse_query(&p, false)?;
+    let opts = options(&st, deadline);
+    let now = now_ms();
+    let (value, warnings) = evaluate(&st, move |db| {
+        let ev = Evaluator::new(&db.store, now, start, end, &expr, opts);
+        let v = ev.eval_range(&expr, step)?;
+        let w = if is_empty_or_nan(&v) {
+            explain::why_empty(&db.store, &expr, start, end, opts.lookback_ms, now)
+        } else {
+            Vec::new()
+        };
+        Ok((v, w))
+    })
+    .await?;
+    if !warnings.is_empty() {
+        st.metrics
+            .empty_results
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(ok(json::result(&value, start), &warnings))
+}
+
+/// The label matchers of each `match[]` selector.
+fn match_sets(
+    p: &Params,
+    required: bool,
+) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
+    let raw = p.all("match[]");
+    if required && raw.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    raw.iter()
+        .map(|m| match promql::parse(m) {
+            Ok(Expr::VectorSelector(vs)) => {
+                let mut ms = vs.matchers.matchers.clone();
+                if let Some(n) = vs.name {
+                    if !ms.iter().any(|x| x.name == crate::labels::METRIC_NAME) {
+                        ms.push(promql_parser::label::Matcher::new(
+                            promql_parser::label::MatchOp::Equal,
+                            crate::labels::METRIC_NAME,
+                            &n,
+                        ));
+                    }
+                }
+                Ok(ms)
+            }
+            Ok(_) => Err(ApiError::param(
+                "match[]",
+                format!("{m:?} is not a series selector"),
+            )),
+            Err(e) => Err(ApiError::param("match[]", e)),
+        })
+        .collect()
+}
+
+/// Series matching any set, that hold a sample in `[start, end]`.
+fn matching_ids(
+    db: &crate::api::Db,
+    sets: &[Vec<promql_parser::label::Matcher>],
+    start: i64,
+    end: i64,
+    now: i64,
+) -> Vec<u32> {
+    let mut ids: Vec<u32> = sets.iter().flat_map(|s| db.store.select(s)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.retain(|id| !db.store.samples(*id, start, end, now).is_empty());
+    ids
+}
+
+pub async fn series(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&uri, &headers, &body);
+    let sets = match_sets(&p, true)?;
+    let now = now_ms();
+    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
+    let end = time_param(&p, "end", now)?;
+    let data = evaluate(&st, move |db| {
+        let mut labels: Vec<_> = matching_ids(db, &sets, start, end, now)
+            .into_iter()
+            .map(|id| db.store.labels(id))
+            .collect();
+        labels.sort();
+        Ok(format!(
+            "[{}]",
+            labels
+                .iter()
+                .map(json::labels)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    })
+    .await?;
+    Ok(ok(data, &[]))
+}
+
+pub async fn labels(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(&uri, &headers, &body);
+    let sets = match_sets(&p, false)?;
+    let now = now_ms();
+    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
+    let end = time_param(&p, "end", now)?;
+    let data = evaluate(&st, move |db| {
+        let names = if sets.is_empty() {
+            db.store.label_names(None)
+        } else {
+            db.store
+                .label_names(Some(&matching_ids(db, &sets, start, end, now)))
+        };
+        Ok(json::string_list(&names))
+    })
+    .await?;
+    Ok(ok(data, &[]))
+}
+
+pub async fn label_values(
+    State(st): State<Shared>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !crate::families::is_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let p = Params::parse(&uri, &headers, &[]);
+    let sets = match_sets(&p, false)?;
+    let now = now_ms();
+    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
+    let end = time_param(&p, "end", now)?;
+    let data = evaluate(&st, move |db| {
+        let values = if sets.is_empty() {
+            db.store.label_values(&name, None)
+        } else {
+            db.store
+                .label_values(&name, Some(&matching_ids(db, &sets, start, end, now)))
+        };
+        Ok(json::string_list(&values))
+    })
+    .await?;
+    Ok(ok(data, &[]))
+}
+
+pub async fn buildinfo() -> Response {
+    // The API is that of Prometheus 2.42; the revision says which program answers.
+    let data = format!(
+        "{{\"version\":\"2.42.0\",\"revision\":{},\"branch\":\"waggle\",\"buildUser\":\"waggle\",\"buildDate\":\"\",\"goVersion\":\"none (Rust)\"}}",
+        json::string(&format!("waggle {}", env!("CARGO_PKG_VERSION")))
+    );
+    ok(data, &[])
+}
+
+/// Metadata exists only for scraped targets in Prometheus; waggle scrapes none.
+pub async fn metadata() -> Response {
+    ok("{}".into(), &[])
+}

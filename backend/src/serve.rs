@@ -1,0 +1,104 @@
+//! `waggle serve`: the listeners, store maintenance, and graceful shutdown on SIGTERM.
+
+use std::future::IntoFuture as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, Shared};
+use crate::config::Settings;
+
+/// Runs until SIGTERM or Ctrl-C. `bound` receives the actual addresses (for tests on port 0).
+pub async fn run(
+    settings: Settings,
+    bound: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
+) -> anyhow::Result<()> {
+    let state = AppState::new(settings.clone());
+    let same = settings.listen == settings.ingest_listen;
+    let query = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", settings.listen))?;
+    let query_addr = query.local_addr()?;
+    let (ingest, ingest_addr) = if same {
+        (None, query_addr)
+    } else {
+        let l = TcpListener::bind(settings.ingest_listen)
+            .await
+            .with_context(|| format!("binding --ingest-listen {}", settings.ingest_listen))?;
+        let a = l.local_addr()?;
+        (Some(l), a)
+    };
+    tracing::info!(listen = %query_addr, ingest = %ingest_addr, resolution_ms = settings.limits.resolution_ms, retention_ms = settings.limits.retention_ms, max_series = settings.limits.max_series, families = settings.families.len(), "waggle serving");
+    if let Some(tx) = bound {
+        let _ = tx.send((query_addr, ingest_addr));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(maintain(state.clone(), stop_rx.clone()));
+    let query_app = if same {
+        api::query_router(state.clone()).merge(api::ingest_router(state.clone()))
+    } else {
+        api::query_router(state.clone())
+    };
+    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let q = tokio::spawn(
+        axum::serve(query, query_app)
+            .with_graceful_shutdown(shutdown(stop_rx.clone()))
+            .into_future(),
+    );
+    let i = ingest.map(|l| {
+        tokio::spawn(
+            axum::serve(l, api::ingest_router(state.clone()))
+                .with_graceful_shutdown(shutdown(stop_rx.clone()))
+                .into_future(),
+        )
+    });
+    signal().await;
+    tracing::info!("shutting down");
+    state.ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let _ = q.await;
+    if let Some(i) = i {
+        let _ = i.await;
+    }
+    Ok(())
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Ends stale series and applies retention every few seconds.
+async fn maintain(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = api::now_ms();
+        if let Ok(mut db) = state.db.write() {
+            db.store.maintain(now);
+        }
+    }
+}
