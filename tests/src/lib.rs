@@ -5,6 +5,7 @@ pub mod capture;
 pub mod envoy;
 pub mod host;
 pub mod istio;
+pub mod prom;
 pub mod vm;
 
 pub use host::{CallAnswer, HttpCall, LogLine};
