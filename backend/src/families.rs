@@ -148,9 +148,9 @@ impl Field {
             DestinationServiceName => s(key.service.name),
             DestinationServiceNamespace => s(key.service.namespace),
             RequestProtocol => Cow::Borrowed(key.protocol.as_str()),
-            ResponseCode => Cow::Owned(key.response_code.to_string()),
+            ResponseCode => small_int(u32::from(key.response_code)),
             GrpcResponseStatus => match (key.protocol, key.grpc_status) {
-                (Protocol::Grpc, Some(g)) => Cow::Owned(g.to_string()),
+                (Protocol::Grpc, Some(g)) => small_int(g),
                 _ => Cow::Borrowed(""),
             },
             ResponseFlags => s(key.response_flags),
@@ -167,6 +167,16 @@ impl Field {
             UpstreamCluster => s(key.upstream_cluster),
             MeshId => l(&batch.header.mesh_id),
         }
+    }
+}
+
+/// Decimal strings of 0..1000, made once: status codes are rendered for every request shape.
+fn small_int(n: u32) -> Cow<'static, str> {
+    static TABLE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..1000).map(|i: u32| i.to_string()).collect());
+    match table.get(n as usize) {
+        Some(s) => Cow::Borrowed(s.as_str()),
+        None => Cow::Owned(n.to_string()),
     }
 }
 

@@ -50,7 +50,8 @@ pub struct Outcome {
 pub struct Mesh {
     families: Vec<Family>,
     bounds: Vec<Arc<[f64]>>,
-    plans: FxHashMap<Vec<String>, Plan>,
+    /// Plans by the hash of their field values (entries keep the values to rule out collisions).
+    plans: FxHashMap<u64, Vec<(Vec<String>, Plan)>>,
     series_seen: u64,
 }
 
@@ -78,18 +79,28 @@ impl Mesh {
     }
 
     fn plan(&mut self, store: &mut Store, batch: &Batch, key: &Key, refused: &mut u64) -> Plan {
-        // The identity of a shape is every field value any family uses, plus the reporter.
-        let values: Vec<String> = crate::families::FIELDS
+        // The identity of a shape is every field value any family uses. Hash them without
+        // allocating; compare in full only on a hash hit.
+        let values: [std::borrow::Cow<'_, str>; 28] =
+            crate::families::FIELDS.map(|(_, f)| f.value(batch, key));
+        let mut h = rustc_hash::FxHasher::default();
+        values
             .iter()
-            .map(|(_, f)| f.value(batch, key).into_owned())
-            .collect();
+            .for_each(|v| std::hash::Hash::hash(v.as_ref(), &mut h));
+        let hash = std::hash::Hasher::finish(&h);
         if self.series_seen != store.stats.series_expired || self.plans.len() > MAX_CACHED_PLANS {
             self.plans.clear();
             self.series_seen = store.stats.series_expired;
         }
-        if let Some(p) = self.plans.get(&values) {
-            return p.clone();
+        if let Some(hit) = self.plans.get(&hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(stored, _)| stored.iter().zip(&values).all(|(a, b)| a == b.as_ref()))
+                .map(|(_, p)| p.clone())
+        }) {
+            return hit;
         }
+        let owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         let mut targets = Vec::new();
         for (family, bounds) in self.families.iter().zip(&self.bounds) {
             if family.reporter.is_some_and(|r| r != key.reporter) {
@@ -149,7 +160,10 @@ impl Mesh {
             }
         }
         let plan: Plan = targets.into();
-        self.plans.insert(values, plan.clone());
+        self.plans
+            .entry(hash)
+            .or_default()
+            .push((owned, plan.clone()));
         plan
     }
 

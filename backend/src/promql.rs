@@ -20,6 +20,28 @@ pub fn parse(query: &str) -> Result<Expr, String> {
     Ok(expr)
 }
 
+/// Parsed queries by their text. Flagger sends the same few queries every interval, and
+/// parsing compiles every regex matcher anew, which costs more than evaluating them.
+const PARSE_CACHE_ENTRIES: usize = 512;
+
+pub fn parse_cached(query: &str) -> Result<std::sync::Arc<Expr>, String> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<rustc_hash::FxHashMap<String, Arc<Expr>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(query).cloned()) {
+        return Ok(hit);
+    }
+    let expr = Arc::new(parse(query)?);
+    if let Ok(mut c) = cache.lock() {
+        // Bounded: a burst of distinct queries empties it rather than growing it.
+        if c.len() >= PARSE_CACHE_ENTRIES {
+            c.clear();
+        }
+        c.insert(query.to_owned(), expr.clone());
+    }
+    Ok(expr)
+}
+
 fn check_dialect(e: &Expr) -> Result<(), String> {
     match e {
         Expr::Call(c) => {

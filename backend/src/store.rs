@@ -79,7 +79,8 @@ enum Data {
 
 #[derive(Debug)]
 struct Series {
-    labels: Box<[(u32, u32)]>,
+    /// Shared with the index key: one copy per series.
+    labels: std::sync::Arc<[(u32, u32)]>,
     data: Data,
 }
 
@@ -128,7 +129,7 @@ pub struct Store {
     symbols: Symbols,
     series: Vec<Option<Series>>,
     free: Vec<SeriesId>,
-    index: FxHashMap<Box<[(u32, u32)]>, SeriesId>,
+    index: FxHashMap<std::sync::Arc<[(u32, u32)]>, SeriesId>,
     /// label name → label value → series ids (ascending).
     postings: FxHashMap<u32, FxHashMap<u32, Vec<SeriesId>>>,
     pub stats: StoreStats,
@@ -188,7 +189,7 @@ impl Store {
             }
             Kind::Raw => Data::Raw(Vec::new()),
         };
-        let key: Box<[(u32, u32)]> = key.into();
+        let key: std::sync::Arc<[(u32, u32)]> = key.into();
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -292,21 +293,43 @@ impl Store {
 
     /// Series ids matching every matcher, ascending. A missing label matches as "".
     pub fn select(&self, matchers: &[Matcher]) -> Vec<SeriesId> {
-        // Start from the smallest equality posting list, then filter.
-        let mut candidates: Option<Vec<SeriesId>> = None;
-        for m in matchers
-            .iter()
-            .filter(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty())
-        {
-            let ids = self
+        // A matcher that rejects the empty value selects through the postings: the union of
+        // the lists of the label values it accepts (one list for `=`, a few for a regex). The
+        // lists are intersected smallest first; matchers that accept "" filter what is left.
+        let mut lists: Vec<std::borrow::Cow<'_, [SeriesId]>> = Vec::new();
+        for m in matchers.iter().filter(|m| !m.is_match("")) {
+            let Some(values) = self
                 .symbols
                 .get(&m.name)
-                .zip(self.symbols.get(&m.value))
-                .and_then(|(n, v)| self.postings.get(&n)?.get(&v))
-                .cloned()
-                .unwrap_or_default();
+                .and_then(|n| self.postings.get(&n))
+            else {
+                return Vec::new();
+            };
+            let list: std::borrow::Cow<'_, [SeriesId]> = match &m.op {
+                MatchOp::Equal => match self.symbols.get(&m.value).and_then(|v| values.get(&v)) {
+                    Some(ids) => std::borrow::Cow::Borrowed(ids.as_slice()),
+                    None => return Vec::new(),
+                },
+                _ => {
+                    let mut ids: Vec<SeriesId> = values
+                        .iter()
+                        .filter(|(v, _)| m.is_match(self.symbols.str(**v)))
+                        .flat_map(|(_, ids)| ids.iter().copied())
+                        .collect();
+                    ids.sort_unstable();
+                    std::borrow::Cow::Owned(ids)
+                }
+            };
+            if list.is_empty() {
+                return Vec::new();
+            }
+            lists.push(list);
+        }
+        lists.sort_by_key(|l| l.len());
+        let mut candidates: Option<Vec<SeriesId>> = None;
+        for ids in lists {
             candidates = Some(match candidates {
-                None => ids,
+                None => ids.into_owned(),
                 Some(c) => c
                     .into_iter()
                     .filter(|id| ids.binary_search(id).is_ok())
@@ -318,14 +341,17 @@ impl Store {
             all.sort_unstable();
             all
         });
+        let filters: Vec<(&Matcher, Option<u32>)> = matchers
+            .iter()
+            .filter(|m| m.is_match(""))
+            .map(|m| (m, self.symbols.get(&m.name)))
+            .collect();
         candidates
             .into_iter()
             .filter(|&id| {
                 let Some(s) = self.get(id) else { return false };
-                matchers.iter().all(|m| {
-                    let value = self
-                        .symbols
-                        .get(&m.name)
+                filters.iter().all(|(m, name)| {
+                    let value = name
                         .and_then(|n| s.labels.iter().find(|(k, _)| *k == n))
                         .map_or("", |&(_, v)| &**self.symbols.str(v));
                     m.is_match(value)

@@ -146,14 +146,19 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("http client")
 }
 
-/// Remote-writes `series` (already time-ordered within each series) to `url` in chunks of
-/// time, so every request is in order across series as a scraping Prometheus would send.
-pub fn remote_write(url: &str, series: &[RwTimeSeries]) -> Result<()> {
+/// Remote-writes `series` (time-ordered within each series) to `url`, one request per
+/// `chunk_ms` of `[from, to]`, so every request is in order across series as a scraping
+/// Prometheus would send it.
+pub fn remote_write(
+    url: &str,
+    series: &[RwTimeSeries],
+    from: i64,
+    to: i64,
+    chunk_ms: i64,
+) -> Result<()> {
     let c = client();
-    let chunk_ms = 5 * 60_000;
-    let mut from = T0_MS - 1;
-    while from < T0_MS + SPAN_MS + chunk_ms {
-        let to = from + chunk_ms;
+    let mut t = from;
+    while t <= to {
         let req = WriteRequest {
             timeseries: series
                 .iter()
@@ -162,14 +167,14 @@ pub fn remote_write(url: &str, series: &[RwTimeSeries]) -> Result<()> {
                     samples: s
                         .samples
                         .iter()
-                        .filter(|x| x.timestamp > from && x.timestamp <= to)
+                        .filter(|x| x.timestamp >= t && x.timestamp < t + chunk_ms)
                         .cloned()
                         .collect(),
                 })
                 .filter(|s| !s.samples.is_empty())
                 .collect(),
         };
-        from = to;
+        t += chunk_ms;
         if req.timeseries.is_empty() {
             continue;
         }
@@ -190,6 +195,11 @@ pub fn remote_write(url: &str, series: &[RwTimeSeries]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The dataset's whole span, five minutes a request.
+pub fn remote_write_dataset(url: &str, series: &[RwTimeSeries]) -> Result<()> {
+    remote_write(url, series, T0_MS, T0_MS + SPAN_MS + 5 * 60_000, 5 * 60_000)
 }
 
 fn series(labels: &[(&str, &str)], samples: Vec<(i64, f64)>) -> RwTimeSeries {

@@ -208,9 +208,9 @@ fn promql_matches_prometheus_2_42() {
     };
     let waggle = Waggle::start(&[]).unwrap();
     let data = prom::dataset();
-    prom::remote_write(&format!("{}/api/v1/write", waggle.ingest_base()), &data).unwrap();
+    prom::remote_write_dataset(&format!("{}/api/v1/write", waggle.ingest_base()), &data).unwrap();
     if let Some(p) = &prometheus {
-        prom::remote_write(&format!("{}/api/v1/write", p.base()), &data).unwrap();
+        prom::remote_write_dataset(&format!("{}/api/v1/write", p.base()), &data).unwrap();
     }
 
     let mut golden: BTreeMap<String, Value> = std::fs::read_to_string(&golden_path)

@@ -22,12 +22,12 @@ fn ok(data: String, warnings: &[String]) -> Response {
         .into_response()
 }
 
-fn parse_query(p: &Params, wrap: bool) -> Result<Expr, ApiError> {
+fn parse_query(p: &Params, wrap: bool) -> Result<std::sync::Arc<Expr>, ApiError> {
     let q = p.get("query").unwrap_or("");
     let parsed = if q.trim().is_empty() {
         Err("1:1: parse error: no expression found in input".to_owned())
     } else {
-        promql::parse(q)
+        promql::parse_cached(q)
     };
     parsed.map_err(|e| {
         if wrap {
@@ -93,6 +93,38 @@ fn is_empty_or_nan(v: &Value) -> bool {
     }
 }
 
+/// Evaluates an instant (`step` None) or range query and explains an empty or NaN result.
+async fn run(
+    st: &Shared,
+    expr: std::sync::Arc<Expr>,
+    now: i64,
+    start: i64,
+    end: i64,
+    step: Option<i64>,
+    opts: Options,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let out = evaluate(st, move |db| {
+        let ev = Evaluator::new(&db.store, now, start, end, &expr, opts);
+        let v = match step {
+            Some(step) => ev.eval_range(&expr, step)?,
+            None => ev.eval_instant(&expr)?,
+        };
+        let w = if is_empty_or_nan(&v) {
+            explain::why_empty(&db.store, &expr, start, end, opts.lookback_ms, now)
+        } else {
+            Vec::new()
+        };
+        Ok((v, w))
+    })
+    .await?;
+    if !out.1.is_empty() {
+        st.metrics
+            .empty_results
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(out)
+}
+
 pub async fn instant(
     State(st): State<Shared>,
     uri: Uri,
@@ -106,21 +138,8 @@ pub async fn instant(
     let expr = parse_query(&p, true)?;
     let opts = options(&st, deadline);
     let query = p.get("query").unwrap_or("").to_owned();
-    let (value, warnings) = evaluate(&st, move |db| {
-        let ev = Evaluator::new(&db.store, now, ts, ts, &expr, opts);
-        let v = ev.eval_instant(&expr)?;
-        let w = if is_empty_or_nan(&v) {
-            explain::why_empty(&db.store, &expr, ts, ts, opts.lookback_ms, now)
-        } else {
-            Vec::new()
-        };
-        Ok((v, w))
-    })
-    .await?;
+    let (value, warnings) = run(&st, expr, now, ts, ts, None, opts).await?;
     if !warnings.is_empty() {
-        st.metrics
-            .empty_results
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(query = %query, warnings = ?warnings, "query returned no data");
     }
     Ok(ok(json::result(&value, ts), &warnings))
@@ -153,22 +172,7 @@ pub async fn range(
     let expr = parse_query(&p, false)?;
     let opts = options(&st, deadline);
     let now = now_ms();
-    let (value, warnings) = evaluate(&st, move |db| {
-        let ev = Evaluator::new(&db.store, now, start, end, &expr, opts);
-        let v = ev.eval_range(&expr, step)?;
-        let w = if is_empty_or_nan(&v) {
-            explain::why_empty(&db.store, &expr, start, end, opts.lookback_ms, now)
-        } else {
-            Vec::new()
-        };
-        Ok((v, w))
-    })
-    .await?;
-    if !warnings.is_empty() {
-        st.metrics
-            .empty_results
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    let (value, warnings) = run(&st, expr, now, start, end, Some(step), opts).await?;
     Ok(ok(json::result(&value, start), &warnings))
 }
 

@@ -1,7 +1,7 @@
 //! Aggregation operators with `by`/`without`, following Prometheus 2.42's accumulation order
 //! (first-seen groups, plain summation, incremental mean, Go-heap `topk`/`bottomk`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
@@ -77,7 +77,7 @@ pub fn eval(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> Result<Value> {
     }
 
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize> = HashMap::default();
     for mut s in input {
         if op == T_COUNT_VALUES {
             s.labels.set(&value_label, &super::format::go_float(s.v));

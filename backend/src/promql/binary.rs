@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparison (filtering or `bool`), set operators, and vector
 //! matching with `on`/`ignoring`/`group_left`/`group_right`, as Prometheus 2.42 does them.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 
@@ -156,7 +156,8 @@ fn vector_vector(
 ) -> Result<Vec<Sample>> {
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-    let mut right: HashMap<Labels, &Sample> = HashMap::with_capacity(rhs.len());
+    let mut right: HashMap<Labels, &Sample> =
+        HashMap::with_capacity_and_hasher(rhs.len(), Default::default());
     for rs in &rhs {
         let sig = signature(&rs.labels, &m.matching);
         if let Some(dup) = right.get(&sig) {
@@ -173,7 +174,7 @@ fn vector_vector(
         right.insert(sig, rs);
     }
     let include: &[String] = m.card.labels().map_or(&[], |l| &l.labels);
-    let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::new();
+    let mut matched: HashMap<Labels, HashSet<Labels>> = HashMap::default();
     let mut out = Vec::new();
     for ls in &lhs {
         let sig = signature(&ls.labels, &m.matching);

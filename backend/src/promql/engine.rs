@@ -1,7 +1,7 @@
 //! Evaluates a parsed PromQL expression against the store with Prometheus 2.42's semantics.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
@@ -62,9 +62,11 @@ pub fn system_time_ms(t: &SystemTime) -> i64 {
 
 /// (before, after) margins of the selectors under `e`.
 fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
+    // An instant selector looks back `lookback`; a range selector exactly its range.
     let sel = |vs: &VectorSelector, range: i64| {
         let off = offset_ms(&vs.offset);
-        ((range + off.max(0) + lookback).max(0), (-off).max(0))
+        let back = if range > 0 { range } else { lookback };
+        ((back + off.max(0)).max(0), (-off).max(0))
     };
     let max2 = |a: (i64, i64), b: (i64, i64)| (a.0.max(b.0), a.1.max(b.1));
     match e {
@@ -277,29 +279,12 @@ impl<'a> Evaluator<'a> {
         if start < end - range {
             start += step;
         }
-        let mut series: Vec<Series> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut m = MatrixBuilder::default();
         let mut t = start;
         while t <= end {
-            let mut push = |labels: Labels, v: f64| {
-                let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    series.push(Series {
-                        labels,
-                        points: Vec::new(),
-                    });
-                    series.len() - 1
-                });
-                if let Some(s) = series.get_mut(i) {
-                    s.points.push((t, v));
-                }
-            };
             match self.eval(&sq.expr, t)? {
-                Value::Vector(v) => {
-                    for s in v {
-                        push(s.labels, s.v);
-                    }
-                }
-                Value::Scalar(v) => push(Labels::default(), v),
+                Value::Vector(v) => v.into_iter().for_each(|s| m.push(s.labels, t, s.v)),
+                Value::Scalar(v) => m.push(Labels::default(), t, v),
                 other => {
                     return exec(format!(
                         "subquery of a {} is not supported",
@@ -309,44 +294,31 @@ impl<'a> Evaluator<'a> {
             }
             t += step;
         }
-        Ok(Value::Matrix(series))
+        Ok(Value::Matrix(m.series))
     }
 
     /// Evaluates a range query: the expression at every step, as a matrix sorted by labels.
     pub fn eval_range(&self, e: &Expr, step: i64) -> Result<Value> {
-        let mut series: Vec<Series> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut m = MatrixBuilder::default();
         let mut t = self.start;
         while t <= self.end {
-            let samples: Vec<(Labels, f64)> = match self.eval(e, t)? {
+            match self.eval(e, t)? {
                 Value::Vector(v) => {
                     check_unique(&v)?;
-                    v.into_iter().map(|s| (s.labels, s.v)).collect()
+                    v.into_iter().for_each(|s| m.push(s.labels, t, s.v));
                 }
-                Value::Scalar(v) => vec![(Labels::default(), v)],
+                Value::Scalar(v) => m.push(Labels::default(), t, v),
                 other => {
                     return Err(EvalError::BadData(format!(
                         "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                         if matches!(other, Value::Matrix(_)) { "range vector" } else { other.type_name() }
                     )))
                 }
-            };
-            for (labels, v) in samples {
-                let i = *index.entry(labels.clone()).or_insert_with(|| {
-                    series.push(Series {
-                        labels,
-                        points: Vec::new(),
-                    });
-                    series.len() - 1
-                });
-                if let Some(s) = series.get_mut(i) {
-                    s.points.push((t, v));
-                }
             }
             t += step;
         }
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(Value::Matrix(series))
+        m.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(m.series))
     }
 
     /// Evaluates an instant query.
@@ -356,6 +328,32 @@ impl<'a> Evaluator<'a> {
             check_unique(vec)?;
         }
         Ok(v)
+    }
+}
+
+/// Collects points into series keyed by label set, keeping first-seen order.
+#[derive(Default)]
+struct MatrixBuilder {
+    series: Vec<Series>,
+    index: HashMap<Labels, usize>,
+}
+
+impl MatrixBuilder {
+    fn push(&mut self, labels: Labels, t: i64, v: f64) {
+        let i = match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(labels.clone(), self.series.len());
+                self.series.push(Series {
+                    labels,
+                    points: Vec::new(),
+                });
+                self.series.len() - 1
+            }
+        };
+        if let Some(s) = self.series.get_mut(i) {
+            s.points.push((t, v));
+        }
     }
 }
 
@@ -374,7 +372,7 @@ pub(crate) fn check_unique(v: &[Sample]) -> Result<()> {
     if v.len() < 2 {
         return Ok(());
     }
-    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(v.len(), Default::default());
     for s in v {
         if !seen.insert(&s.labels) {
             return exec("vector cannot contain metrics with the same labelset");

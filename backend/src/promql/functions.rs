@@ -511,7 +511,7 @@ fn histogram_quantile(q: f64, v: Vec<Sample>, ts: i64) -> Vec<Sample> {
     // (group key, output labels, buckets as (upper bound, count))
     type Group = (Labels, Labels, Vec<(f64, f64)>);
     let mut groups: Vec<Group> = Vec::new();
-    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut index: rustc_hash::FxHashMap<Labels, usize> = rustc_hash::FxHashMap::default();
     for s in v {
         let Some(le) = s.labels.get("le").and_then(parse_go_float) else {
             continue;

@@ -54,40 +54,48 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn bit(&mut self) -> Option<u64> {
-        if self.pos >= self.bits.len {
-            return None;
-        }
-        let w = self.bits.words.get(self.pos / 64)?;
-        let b = (w >> (63 - self.pos % 64)) & 1;
-        self.pos += 1;
-        Some(b)
+    /// The 64 bits from the cursor, most significant first, zero-padded past the end.
+    fn peek64(&self) -> u64 {
+        let (w, o) = (self.pos / 64, self.pos % 64);
+        let hi = self.bits.words.get(w).copied().unwrap_or(0) << o;
+        let lo = if o == 0 {
+            0
+        } else {
+            self.bits.words.get(w + 1).copied().unwrap_or(0) >> (64 - o)
+        };
+        hi | lo
     }
 
-    fn take(&mut self, n: usize) -> Option<u64> {
-        let mut v = 0;
-        for _ in 0..n {
-            v = (v << 1) | self.bit()?;
-        }
-        Some(v)
+    fn advance(&mut self, n: usize) -> Option<()> {
+        self.pos += n;
+        (self.pos <= self.bits.len).then_some(())
     }
 }
 
 impl Iterator for Reader<'_> {
     type Item = u64;
 
+    /// Decodes one delta from a 64-bit window: one branch on the count of leading ones.
     fn next(&mut self) -> Option<u64> {
-        if self.bit()? == 0 {
-            return Some(0);
+        if self.pos >= self.bits.len {
+            return None;
         }
-        if self.bit()? == 0 {
-            return Some(1);
+        let p = self.peek64();
+        match (!p).leading_zeros() {
+            0 => self.advance(1).map(|()| 0),
+            1 => self.advance(2).map(|()| 1),
+            2 => self.advance(5).map(|()| 2 + ((p >> 59) & 0b11)),
+            _ => {
+                let n = ((p >> 55) & 0x3f) as usize + 1;
+                self.advance(9)?;
+                let v = if n == 64 {
+                    self.peek64()
+                } else {
+                    self.peek64() >> (64 - n)
+                };
+                self.advance(n).map(|()| v)
+            }
         }
-        if self.bit()? == 0 {
-            return Some(2 + self.take(2)?);
-        }
-        let n = self.take(6)? as usize + 1;
-        self.take(n)
     }
 }
 

@@ -79,6 +79,11 @@ impl Grid {
         if self.open && step >= self.stale_end() {
             self.close();
         }
+        // Nothing to count: an open series only needs to stay alive; the grid extends itself.
+        if count == 0 && self.open {
+            self.last_event = self.last_event.max(step);
+            return step >= self.tail_start;
+        }
         if !self.open {
             self.open = true;
             self.base = self.total_closed();
@@ -90,6 +95,12 @@ impl Grid {
         }
         let exact = step >= self.tail_start;
         let step = step.max(self.tail_start);
+        // Keep the head at most HEAD_STEPS long: steps that fall out of it (the old head and
+        // any idle gap) go straight into the chunks, so the head never grows with a gap.
+        let new_start = step + 1 - HEAD_STEPS as i64;
+        if new_start > self.tail_start {
+            self.seal_until(new_start);
+        }
         let idx = (step - self.tail_start) as usize;
         if idx >= self.tail.len() {
             self.tail.resize(idx + 1, 0);
@@ -98,11 +109,16 @@ impl Grid {
             *d += count;
         }
         self.last_event = self.last_event.max(step);
-        let keep_from = self.tail.len().saturating_sub(HEAD_STEPS);
-        if keep_from > 0 {
-            self.seal(keep_from);
-        }
         exact
+    }
+
+    /// Seals head steps, then idle steps, until the head starts at `start`.
+    fn seal_until(&mut self, start: i64) {
+        self.seal((start - self.tail_start).max(0) as usize);
+        self.seal_idle((start - self.tail_start).max(0) as usize);
+        if self.tail.capacity() > 2 * HEAD_STEPS {
+            self.tail.shrink_to(HEAD_STEPS);
+        }
     }
 
     /// The counter total once the tail is closed (the segment's last value).
@@ -113,50 +129,54 @@ impl Grid {
         self.base
     }
 
+    /// Appends one step's delta at `tail_start` to the chunks.
+    fn push_sealed(&mut self, d: u64) {
+        let step = self.tail_start;
+        let fits = self.chunks.back().is_some_and(|c| {
+            c.stale_at.is_none() && c.start + i64::from(c.len) == step && c.len < CHUNK_STEPS
+        });
+        if !fits {
+            if let Some(c) = self.chunks.back_mut() {
+                c.bits.shrink();
+            }
+            self.chunks.push_back(Chunk {
+                start: step,
+                first: self.base,
+                len: 0,
+                bits: Bits::default(),
+                stale_at: None,
+            });
+        }
+        if let Some(c) = self.chunks.back_mut() {
+            c.bits.push(d);
+            c.len += 1;
+        }
+        self.base += d;
+        self.tail_start += 1;
+    }
+
     /// Moves the first `n` tail steps into compressed chunks.
     fn seal(&mut self, n: usize) {
-        let sealed: Vec<u64> = self.tail.drain(..n).collect();
-        for d in sealed {
-            let step = self.tail_start;
-            let chunk = match self.chunks.back_mut() {
-                Some(c)
-                    if c.stale_at.is_none()
-                        && c.start + i64::from(c.len) == step
-                        && c.len < CHUNK_STEPS =>
-                {
-                    c
-                }
-                _ => {
-                    if let Some(c) = self.chunks.back_mut() {
-                        c.bits.shrink();
-                    }
-                    self.chunks.push_back(Chunk {
-                        start: step,
-                        first: self.base,
-                        len: 0,
-                        bits: Bits::default(),
-                        stale_at: None,
-                    });
-                    match self.chunks.back_mut() {
-                        Some(c) => c,
-                        None => return,
-                    }
-                }
-            };
-            chunk.bits.push(d);
-            chunk.len += 1;
-            self.base += d;
-            self.tail_start += 1;
+        let n = n.min(self.tail.len());
+        for i in 0..n {
+            let d = self.tail.get(i).copied().unwrap_or(0);
+            self.push_sealed(d);
+        }
+        self.tail.drain(..n);
+    }
+
+    /// Seals `n` idle steps after an empty head, without materialising them.
+    fn seal_idle(&mut self, n: usize) {
+        for _ in 0..n {
+            self.push_sealed(0);
         }
     }
 
     /// Ends the open segment: materialises its implicit idle steps and the stale marker.
     fn close(&mut self) {
         let end = self.stale_end();
-        let len = (end - self.tail_start).max(0) as usize;
-        self.tail.resize(len.max(self.tail.len()), 0);
-        let n = self.tail.len();
-        self.seal(n);
+        self.seal_until(end);
+        self.tail = Vec::new();
         match self.chunks.back_mut() {
             Some(c) if c.start + i64::from(c.len) == end => c.stale_at = Some(end),
             _ => self.chunks.push_back(Chunk {
@@ -330,6 +350,22 @@ mod tests {
             Some(&(3599, expected)),
             "totals survive trimming"
         );
+    }
+
+    #[test]
+    fn zero_counts_keep_a_series_alive_without_storing() {
+        let mut g = Grid::new(5);
+        g.add(0, 3);
+        g.add(4, 0);
+        g.add(8, 0);
+        let pts = all(&g, 12);
+        assert_eq!(
+            pts.len(),
+            13,
+            "alive until 5 steps after the last touch: {pts:?}"
+        );
+        assert_eq!(pts.last(), Some(&(12, Point::Value(3))));
+        assert_eq!(all(&g, 13).last(), Some(&(13, Point::Stale)));
     }
 
     #[test]

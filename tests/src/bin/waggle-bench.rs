@@ -1,0 +1,478 @@
+//! Benchmarks waggle beside the alternatives in one run and prints Markdown tables.
+//!
+//! - ingest: events per second on one core through wire decode, and through decode and store;
+//! - query and memory: the same samples in `waggle serve` and in Prometheus 2.42 (remote
+//!   written), Flagger's two Istio queries and ten common queries timed alternately over HTTP,
+//!   and the resident memory each process gained holding them.
+//!
+//! Usage: `waggle-bench [--quick] [--waggle <path to the release waggle binary>]`.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use waggle::api::ingest::{RwLabel, RwSample, RwTimeSeries};
+use waggle_tests::prom::{self, Prometheus};
+use waggle_wire::{sample, BatchBuilder, Event, Header};
+
+struct Opts {
+    quick: bool,
+    waggle: std::path::PathBuf,
+}
+
+fn opts() -> Result<Opts> {
+    let mut quick = false;
+    let mut waggle = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--waggle" => waggle = args.next().map(Into::into),
+            other => {
+                bail!("unknown argument {other:?}; usage: waggle-bench [--quick] [--waggle PATH]")
+            }
+        }
+    }
+    let waggle = match waggle {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("waggle"),
+    };
+    Ok(Opts { quick, waggle })
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        v.get(((v.len() - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    (at(0.0), at(0.5), at(1.0))
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len() - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// The workloads of the 10,000-series mesh: each gets two response codes.
+fn workloads(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("svc-{i:03}")).collect()
+}
+
+/// One second of traffic to `workload`, `per_second` requests ending in `[t, t+1s)`.
+fn second_of_traffic(rng: &mut sample::Rng, t_ms: i64, per_second: usize) -> Vec<Event> {
+    let mut base = sample::inbound(per_second, rng.next_u64() | 1, false);
+    for (i, e) in base.iter_mut().enumerate() {
+        e.duration_us = 1_000 + rng.range(0, 200_000);
+        let end = t_ms as u64 * 1000 + (i as u64 * 1_000_000 / per_second as u64);
+        e.start_unix_us = end - e.duration_us;
+        e.peer = sample::workload("loadtester", "test", "loadtester", "v1");
+        e.peer_principal = "spiffe://cluster.local/ns/test/sa/loadtester".into();
+        e.response_code = if rng.range(0, 100) < 5 { 503 } else { 200 };
+        e.response_flags = "-".into();
+        e.method = "GET".into();
+    }
+    base
+}
+
+fn header(workload: &str, seq: u64) -> Header {
+    Header {
+        vm_id: 1,
+        sequence: seq,
+        dropped: 0,
+        local: sample::workload(workload, "test", workload, "v1"),
+        mesh_id: "mesh".into(),
+    }
+}
+
+/// Encoded batches covering `seconds` of traffic for every workload, oldest first.
+fn traffic(workloads: &[String], seconds: i64, end_ms: i64, per_second: usize) -> Vec<Vec<u8>> {
+    let mut rng = sample::Rng::new(7);
+    let mut out = Vec::new();
+    let mut b = BatchBuilder::new();
+    for s in 0..seconds {
+        let t = end_ms - (seconds - s) * 1000;
+        for (i, w) in workloads.iter().enumerate() {
+            for e in second_of_traffic(&mut rng, t, per_second) {
+                b.push(&e);
+            }
+            out.push(b.finish(&header(w, (s as u64) * workloads.len() as u64 + i as u64)));
+        }
+    }
+    out
+}
+
+fn ingest_section(quick: bool) -> String {
+    let ws = workloads(61);
+    let now = waggle::api::now_ms();
+    let seconds = if quick { 4 } else { 20 };
+    // 500-event batches, as the filter sends by default. A first pass creates the series (a
+    // one-time cost per series); the timed pass is the steady state that follows it.
+    let warmup = traffic(&ws, seconds, now - seconds * 1000, 500);
+    let batches = traffic(&ws, seconds, now, 500);
+    let events: usize = batches
+        .iter()
+        .map(|b| waggle_wire::decode(b).map(|d| d.records.len()).unwrap_or(0))
+        .sum();
+    let bytes: usize = batches.iter().map(Vec::len).sum();
+    let runs = if quick { 3 } else { 7 };
+    let (mut decode, mut store_rates) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let mut n = 0;
+        for b in &batches {
+            n += waggle_wire::decode(b).map(|d| d.records.len()).unwrap_or(0);
+        }
+        decode.push(n as f64 / t.elapsed().as_secs_f64());
+        let mut store = waggle::store::Store::new(waggle::store::Limits::default());
+        let mut mesh = waggle::mesh::Mesh::new(waggle::families::builtin());
+        for b in &warmup {
+            if let Ok(d) = waggle_wire::decode(b) {
+                mesh.ingest(&mut store, &d, now);
+            }
+        }
+        let t = Instant::now();
+        for b in &batches {
+            if let Ok(d) = waggle_wire::decode(b) {
+                mesh.ingest(&mut store, &d, now);
+            }
+        }
+        store_rates.push(events as f64 / t.elapsed().as_secs_f64());
+    }
+    let (dmin, dmed, dmax) = stats(decode);
+    let (smin, smed, smax) = stats(store_rates);
+    format!(
+        "## Ingest, one core\n\n{events} events in {} batches of 500 ({:.1} bytes/event on the wire), {} workloads, all nine built-in families; {runs} runs, each after a warm-up pass that creates the series.\n\n\
+         | path | events/s min | median | max |\n|---|---|---|---|\n\
+         | wire decode only | {dmin:.0} | {dmed:.0} | {dmax:.0} |\n\
+         | wire decode + store | {smin:.0} | {smed:.0} | {smax:.0} |\n\n\
+         Decode and store run at {:.0}% of the speed of decoding alone. Goal: at least 2,000,000 events/s per core for decode and store.\n",
+        batches.len(),
+        bytes as f64 / events as f64,
+        ws.len(),
+        100.0 * smed / dmed
+    )
+}
+
+/// RSS of a process in bytes, from /proc.
+fn rss(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+struct Serve {
+    child: Child,
+    query: u16,
+    ingest: u16,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_waggle(path: &std::path::Path) -> Result<Serve> {
+    let (query, ingest) = (
+        waggle_tests::envoy::free_port(),
+        waggle_tests::envoy::free_port(),
+    );
+    let child = Command::new(path)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{query}"),
+            "--ingest-listen",
+            &format!("127.0.0.1:{ingest}"),
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p waggle)",
+                path.display()
+            )
+        })?;
+    let s = Serve {
+        child,
+        query,
+        ingest,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while waggle_tests::envoy::get(query, "/-/ready")
+        .map(|r| r.0)
+        .ok()
+        != Some(200)
+    {
+        if Instant::now() > deadline {
+            bail!("waggle serve did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(s)
+}
+
+fn query_section(o: &Opts) -> Result<String> {
+    let Some(prom_bin) = prom::binary() else {
+        bail!("prometheus not found: install Debian's prometheus package")
+    };
+    let ws = workloads(61);
+    let minutes = if o.quick { 5 } else { 60 };
+    let now = waggle::api::now_ms() / 1000 * 1000;
+    let batches = traffic(&ws, minutes * 60, now, 5);
+
+    // waggle: a separate process, fed over HTTP like the sidecars feed it.
+    let w = start_waggle(&o.waggle)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let w_before = rss(w.child.id())?;
+    let c = prom::client();
+    for b in &batches {
+        let r = c
+            .post(format!("http://127.0.0.1:{}/v1/events", w.ingest))
+            .header("content-type", waggle_wire::CONTENT_TYPE)
+            .body(b.clone())
+            .send()?;
+        if r.status().as_u16() != 202 {
+            bail!("waggle refused a batch: {}", r.status());
+        }
+    }
+    let series_count: f64 = c
+        .get(format!("http://127.0.0.1:{}/api/v1/query", w.query))
+        .query(&[("query", "count({__name__=~\".+\"})")])
+        .send()?
+        .json::<serde_json::Value>()?["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("0")
+        .parse()?;
+
+    // The same samples for Prometheus: replay the batches into an in-process store and
+    // remote-write every grid sample it holds.
+    let mut store = waggle::store::Store::new(waggle::store::Limits::default());
+    let mut mesh = waggle::mesh::Mesh::new(waggle::families::builtin());
+    for b in &batches {
+        mesh.ingest(&mut store, &waggle_wire::decode(b)?, now);
+    }
+    let ids = store.select(&[promql_parser::label::Matcher::new(
+        promql_parser::label::MatchOp::Re(regex::Regex::new("^(?:.+)$")?),
+        "__name__",
+        ".+",
+    )]);
+    let mut all: Vec<RwTimeSeries> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let labels = store
+            .labels(id)
+            .iter()
+            .map(|(n, v)| RwLabel {
+                name: n.into(),
+                value: v.into(),
+            })
+            .collect();
+        let samples = store
+            .samples(id, now - 3_600_000 - 1000, now, now)
+            .into_iter()
+            .map(|(timestamp, value)| RwSample { value, timestamp })
+            .collect();
+        all.push(RwTimeSeries { labels, samples });
+    }
+    let samples: usize = all.iter().map(|s| s.samples.len()).sum();
+    drop(store);
+    let p = Prometheus::start(&prom_bin)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let p_before = rss(prometheus_pid(&p)?)?;
+    prom::remote_write(
+        &format!("{}/api/v1/write", p.base()),
+        &all,
+        now - minutes * 60_000 - 1000,
+        now,
+        60_000,
+    )?;
+    drop(all);
+    std::thread::sleep(Duration::from_secs(1));
+    let w_after = rss(w.child.id())?;
+    let store_bytes: f64 = c
+        .get(format!("http://127.0.0.1:{}/metrics", w.query))
+        .send()?
+        .text()?
+        .lines()
+        .find_map(|l| l.strip_prefix("waggle_store_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let p_after = rss(prometheus_pid(&p)?)?;
+
+    let target = "svc-007";
+    let flagger_success = format!(
+        "sum(rate(istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"{target}\",response_code!~\"5.*\"}}[1m])) / sum(rate(istio_requests_total{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"{target}\"}}[1m])) * 100"
+    );
+    let flagger_duration = format!(
+        "histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{reporter=\"destination\",destination_workload_namespace=\"test\",destination_workload=~\"{target}\"}}[1m])) by (le))"
+    );
+    let common = [
+        "sum(rate(istio_requests_total[1m])) by (destination_workload)".to_owned(),
+        "sum(rate(istio_requests_total{response_code=~\"5..\"}[5m])) by (destination_workload) / sum(rate(istio_requests_total[5m])) by (destination_workload)".to_owned(),
+        "histogram_quantile(0.95, sum(rate(istio_request_duration_milliseconds_bucket[5m])) by (le, destination_workload))".to_owned(),
+        format!("rate(istio_requests_total{{destination_workload=\"{target}\"}}[1m])"),
+        format!("increase(istio_requests_total{{destination_workload=\"{target}\"}}[10m])"),
+        "topk(5, sum(rate(istio_requests_total[1m])) by (destination_workload))".to_owned(),
+        format!("sum(istio_request_bytes_sum{{destination_workload=\"{target}\"}}) / sum(istio_request_bytes_count{{destination_workload=\"{target}\"}})"),
+        "count(istio_requests_total)".to_owned(),
+        format!("max_over_time(sum(rate(istio_requests_total{{destination_workload=\"{target}\"}}[1m]))[5m:30s])"),
+        "sum by (le) (rate(http_request_duration_seconds_bucket[1m]))".to_owned(),
+    ];
+    let iterations = if o.quick { 30 } else { 200 };
+    let mut rows = String::new();
+    let mut measure = |name: &str, q: &str| -> Result<f64> {
+        let (mut tw, mut tp) = (Vec::new(), Vec::new());
+        let t = format!("{}", now as f64 / 1000.0);
+        let ask = |base: &str| -> Result<(f64, serde_json::Value)> {
+            let start = Instant::now();
+            let v: serde_json::Value = c
+                .get(format!("{base}/api/v1/query"))
+                .query(&[("query", q), ("time", t.as_str())])
+                .send()?
+                .json()?;
+            Ok((start.elapsed().as_secs_f64() * 1e3, v))
+        };
+        let (wb, pb) = (format!("http://127.0.0.1:{}", w.query), p.base());
+        let (_, wv) = ask(&wb)?;
+        let (_, pv) = ask(&pb)?;
+        let agree = wv["data"]["result"].as_array().map(Vec::len)
+            == pv["data"]["result"].as_array().map(Vec::len);
+        for i in 0..iterations {
+            // Alternate which goes first so neither always meets a warm cache.
+            if i % 2 == 0 {
+                tw.push(ask(&wb)?.0);
+                tp.push(ask(&pb)?.0);
+            } else {
+                tp.push(ask(&pb)?.0);
+                tw.push(ask(&wb)?.0);
+            }
+        }
+        let (wm, pm) = (percentile(&mut tw, 0.5), percentile(&mut tp, 0.5));
+        let (w99, p99) = (percentile(&mut tw, 0.99), percentile(&mut tp, 0.99));
+        rows.push_str(&format!(
+            "| {name} | {wm:.3} | {w99:.3} | {pm:.3} | {p99:.3} | {:.1}x |{}\n",
+            pm / wm,
+            if agree {
+                ""
+            } else {
+                " results differ in size!"
+            }
+        ));
+        Ok(pm / wm)
+    };
+    let r1 = measure("Flagger request-success-rate", &flagger_success)?;
+    let r2 = measure("Flagger request-duration (p99)", &flagger_duration)?;
+    let mut common_ratios = Vec::new();
+    for (i, q) in common.iter().enumerate() {
+        common_ratios.push(measure(
+            &format!("common {}: `{}`", i + 1, q.replace('|', "\\|")),
+            q,
+        )?);
+    }
+    let (cmin, cmed, cmax) = stats(common_ratios);
+    let wd = w_after.saturating_sub(w_before) as f64;
+    let pd = p_after.saturating_sub(p_before) as f64;
+    Ok(format!(
+        "## Query latency and memory beside Prometheus 2.42\n\n\
+         {series_count:.0} active series from {} workloads, {minutes} min of 1 s samples ({samples} samples), the same samples in both \
+         (waggle from events, Prometheus by remote write). Instant queries at the newest sample, over HTTP on loopback, \
+         {iterations} alternating runs each; times in milliseconds, including the HTTP round trip.\n\n\
+         | query | waggle median | waggle p99 | Prometheus median | Prometheus p99 | Prometheus/waggle (median) |\n|---|---|---|---|---|---|\n{rows}\n\
+         Flagger's queries: waggle is {r1:.1}x and {r2:.1}x faster at the median. Ten common queries: {cmin:.1}x / {cmed:.1}x / {cmax:.1}x (min / median / max). \
+         Goal: Flagger's queries at most 1 ms at the median; 10x Prometheus on common queries.\n\n\
+         | memory after loading | waggle | Prometheus 2.42 |\n|---|---|---|\n\
+         | resident memory gained | {:.1} MiB | {:.1} MiB |\n\
+         | per active series | {:.0} bytes | {:.0} bytes |\n\
+         | per active series, waggle's own count of series data and labels | {:.0} bytes | |\n\n\
+         Goal: at most 2 KB per active counter series at 1 h of 1 s samples{}.\n",
+        ws.len(),
+        wd / 1048576.0,
+        pd / 1048576.0,
+        wd / series_count,
+        pd / series_count,
+        store_bytes / series_count,
+        if o.quick { " (this quick run holds only a few minutes)" } else { "" }
+    ))
+}
+
+fn prometheus_pid(p: &Prometheus) -> Result<u32> {
+    // The launcher keeps the child private; find it by its listen port.
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("web.listen-address=127.0.0.1:{}", p.port)])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .context("prometheus pid")
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / 1048576.0
+            })
+        })
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let version = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "| machine | |\n|---|---|\n| CPU | {cpu} |\n| cores | {cores} |\n| memory | {mem:.1} GiB |\n| rustc | {} |\n| Prometheus | {} |\n",
+        version("rustc", "--version"),
+        version("prometheus", "--version")
+    )
+}
+
+fn main() -> Result<()> {
+    let o = opts()?;
+    let mut sections: BTreeMap<u8, String> = BTreeMap::new();
+    sections.insert(0, machine());
+    sections.insert(1, ingest_section(o.quick));
+    sections.insert(2, query_section(&o)?);
+    println!("{}", sections.into_values().collect::<Vec<_>>().join("\n"));
+    Ok(())
+}
