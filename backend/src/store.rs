@@ -121,6 +121,7 @@ pub struct StoreStats {
     pub series_refused: u64,
     pub series_expired: u64,
     pub late_counts: u64,
+    pub symbol_compactions: u64,
 }
 
 #[derive(Debug)]
@@ -426,6 +427,62 @@ impl Store {
         for id in dead {
             self.remove(id);
         }
+        self.compact_symbols();
+    }
+
+    /// Rebuilds the symbol table when most of it is no longer used by any series, so label
+    /// churn (workloads that come and go) cannot grow memory without bound.
+    fn compact_symbols(&mut self) {
+        let total = self.symbols.strs.len();
+        let mut used = vec![false; total];
+        for s in self.series.iter().flatten() {
+            for &(n, v) in s.labels.iter() {
+                for i in [n, v] {
+                    if let Some(u) = used.get_mut(i as usize) {
+                        *u = true;
+                    }
+                }
+            }
+        }
+        let live = used.iter().filter(|u| **u).count();
+        if total < 1024 || total < 2 * live {
+            return;
+        }
+        let mut fresh = Symbols::default();
+        let map: Vec<u32> = used
+            .iter()
+            .zip(&self.symbols.strs)
+            .map(|(u, s)| if *u { fresh.intern(s) } else { u32::MAX })
+            .collect();
+        let remap = |i: u32| map.get(i as usize).copied().unwrap_or(u32::MAX);
+        self.index.clear();
+        self.postings.clear();
+        for (id, slot) in self.series.iter_mut().enumerate() {
+            let Some(s) = slot else { continue };
+            // Remapping keeps the name order: it is the order of the strings, not the ids.
+            s.labels = s
+                .labels
+                .iter()
+                .map(|&(n, v)| (remap(n), remap(v)))
+                .collect::<Vec<_>>()
+                .into();
+            for &(n, v) in s.labels.iter() {
+                self.postings
+                    .entry(n)
+                    .or_default()
+                    .entry(v)
+                    .or_default()
+                    .push(id as SeriesId);
+            }
+            self.index.insert(s.labels.clone(), id as SeriesId);
+        }
+        self.symbols = fresh;
+        self.stats.symbol_compactions += 1;
+    }
+
+    /// Interned strings held (for tests and self-metrics).
+    pub fn symbols_len(&self) -> usize {
+        self.symbols.strs.len()
     }
 
     fn remove(&mut self, id: SeriesId) {
@@ -605,6 +662,49 @@ mod tests {
             "existing series still work"
         );
         assert_eq!(s.stats.series_refused, 1);
+    }
+
+    #[test]
+    fn label_churn_does_not_grow_the_symbol_table() {
+        let limits = Limits {
+            retention_ms: 10_000,
+            stale_after_ms: 1_000,
+            ..Limits::default()
+        };
+        let mut s = Store::new(limits);
+        let keep = s
+            .series(&[("__name__", "kept"), ("job", "a")], Kind::Raw)
+            .unwrap();
+        for round in 0..5i64 {
+            let now = round * 100_000;
+            s.append(keep, now + 45_000, 1.0, now + 45_000).unwrap();
+            for i in 0..2000 {
+                let id = s
+                    .series(
+                        &[("__name__", "churn"), ("pod", &format!("pod-{round}-{i}"))],
+                        Kind::Raw,
+                    )
+                    .unwrap();
+                s.append(id, now, 1.0, now).unwrap();
+            }
+            s.maintain(now + 50_000);
+        }
+        assert!(
+            s.symbols_len() < 1100,
+            "{} symbols after churn",
+            s.symbols_len()
+        );
+        assert!(s.stats.symbol_compactions > 0);
+        assert_eq!(
+            s.labels(keep).to_string(),
+            r#"kept{job="a"}"#,
+            "surviving series keep their labels"
+        );
+        assert_eq!(
+            s.select(&[Matcher::new(MatchOp::Equal, "job", "a")]),
+            [keep],
+            "and stay selectable"
+        );
     }
 
     #[test]
