@@ -1,10 +1,51 @@
-//! A bit stream of per-step counter increments: `0` for none, `10` for one, `110` and two bits
-//! for 2 to 5, else `111`, six bits of length and the value. Idle steps cost one bit.
+//! A bit stream of per-step counter increments in an adaptive Rice code: each delta `d` is
+//! written as `d >> k` in unary (ones, then a zero) and the low `k` bits, where `k` follows
+//! the running mean of recent deltas (LOCO-I's rule: the smallest `k` with `n·2^k ≥ sum`).
+//! Idle steps cost one bit; a counter averaging five events a step about four. The decoder
+//! replays the same adaptation, so nothing but the bits is stored. A quotient of 32 or more
+//! escapes to 32 ones and the raw 64-bit value.
+
+const ESCAPE: u32 = 32;
+/// Deltas remembered by the adaptation: older ones are halved away.
+const WINDOW: u32 = 32;
+
+/// The code parameter's state, identical in encoder and decoder.
+#[derive(Debug, Clone, Copy)]
+struct Adapt {
+    sum: u64,
+    n: u32,
+}
+
+impl Default for Adapt {
+    fn default() -> Self {
+        Self { sum: 0, n: 1 }
+    }
+}
+
+impl Adapt {
+    fn k(self) -> u32 {
+        let mut k = 0;
+        while k < 63 && (u64::from(self.n) << k) < self.sum {
+            k += 1;
+        }
+        k
+    }
+
+    fn update(&mut self, d: u64) {
+        self.sum = self.sum.saturating_add(d.min(1 << 40));
+        self.n += 1;
+        if self.n >= WINDOW {
+            self.sum /= 2;
+            self.n /= 2;
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Bits {
     words: Vec<u64>,
     len: usize,
+    adapt: Adapt,
 }
 
 impl Bits {
@@ -22,17 +63,17 @@ impl Bits {
     }
 
     pub fn push(&mut self, delta: u64) {
-        match delta {
-            0 => self.push_bits(0, 1),
-            1 => self.push_bits(0b10, 2),
-            2..=5 => self.push_bits(0b11000 | (delta - 2), 5),
-            d => {
-                let n = 64 - d.leading_zeros() as usize;
-                self.push_bits(0b111, 3);
-                self.push_bits((n - 1) as u64, 6);
-                self.push_bits(d, n);
-            }
+        let k = self.adapt.k();
+        let q = delta >> k;
+        if q < u64::from(ESCAPE) {
+            // q ones and a zero, then the k low bits.
+            self.push_bits(((1u64 << q) - 1) << 1, q as usize + 1);
+            self.push_bits(delta & ((1u64 << k) - 1), k as usize);
+        } else {
+            self.push_bits(u64::from(u32::MAX), ESCAPE as usize);
+            self.push_bits(delta, 64);
         }
+        self.adapt.update(delta);
     }
 
     pub fn bytes(&self) -> usize {
@@ -44,13 +85,18 @@ impl Bits {
     }
 
     pub fn reader(&self) -> Reader<'_> {
-        Reader { bits: self, pos: 0 }
+        Reader {
+            bits: self,
+            pos: 0,
+            adapt: Adapt::default(),
+        }
     }
 }
 
 pub struct Reader<'a> {
     bits: &'a Bits,
     pos: usize,
+    adapt: Adapt,
 }
 
 impl Reader<'_> {
@@ -70,32 +116,38 @@ impl Reader<'_> {
         self.pos += n;
         (self.pos <= self.bits.len).then_some(())
     }
+
+    fn take(&mut self, n: u32) -> Option<u64> {
+        if n == 0 {
+            return Some(0);
+        }
+        let v = if n == 64 {
+            self.peek64()
+        } else {
+            self.peek64() >> (64 - n)
+        };
+        self.advance(n as usize).map(|()| v)
+    }
 }
 
 impl Iterator for Reader<'_> {
     type Item = u64;
 
-    /// Decodes one delta from a 64-bit window: one branch on the count of leading ones.
     fn next(&mut self) -> Option<u64> {
         if self.pos >= self.bits.len {
             return None;
         }
-        let p = self.peek64();
-        match (!p).leading_zeros() {
-            0 => self.advance(1).map(|()| 0),
-            1 => self.advance(2).map(|()| 1),
-            2 => self.advance(5).map(|()| 2 + ((p >> 59) & 0b11)),
-            _ => {
-                let n = ((p >> 55) & 0x3f) as usize + 1;
-                self.advance(9)?;
-                let v = if n == 64 {
-                    self.peek64()
-                } else {
-                    self.peek64() >> (64 - n)
-                };
-                self.advance(n).map(|()| v)
-            }
-        }
+        let k = self.adapt.k();
+        let ones = (!self.peek64()).leading_zeros();
+        let d = if ones < ESCAPE {
+            self.advance(ones as usize + 1)?;
+            (u64::from(ones) << k) | self.take(k)?
+        } else {
+            self.advance(ESCAPE as usize)?;
+            self.take(64)?
+        };
+        self.adapt.update(d);
+        Some(d)
     }
 }
 
