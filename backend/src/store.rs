@@ -561,8 +561,12 @@ impl Store {
             .iter()
             .flatten()
             .map(|s| {
+                // Labels once (shared with the index key), their postings entries, the
+                // index entry, and the series' data.
                 std::mem::size_of::<Series>()
-                    + s.labels.len() * 8 * 3
+                    + 16
+                    + s.labels.len() * (8 + 4)
+                    + 32
                     + match &s.data {
                         Data::Grid { grid, .. } => grid.bytes(),
                         Data::Raw(v) => v.capacity() * 16,

@@ -76,6 +76,17 @@ impl Bits {
         self.adapt.update(delta);
     }
 
+    pub fn with_words(n: usize) -> Self {
+        Self {
+            words: Vec::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
+    pub fn words(&self) -> usize {
+        self.words.len()
+    }
+
     pub fn bytes(&self) -> usize {
         self.words.capacity() * 8
     }

@@ -29,14 +29,13 @@ struct Chunk {
     first: u64,
     len: u32,
     bits: Bits,
-    /// The segment ended here with a stale marker.
-    stale_at: Option<i64>,
+    /// The segment ends with a stale marker right after this chunk's last step.
+    stale: bool,
 }
 
 impl Chunk {
     fn end(&self) -> i64 {
-        self.stale_at
-            .unwrap_or(self.start + i64::from(self.len) - 1)
+        self.start + i64::from(self.len) - i64::from(!self.stale)
     }
 }
 
@@ -132,10 +131,13 @@ impl Grid {
     /// Appends one step's delta at `tail_start` to the chunks.
     fn push_sealed(&mut self, d: u64) {
         let step = self.tail_start;
-        let fits = self.chunks.back().is_some_and(|c| {
-            c.stale_at.is_none() && c.start + i64::from(c.len) == step && c.len < CHUNK_STEPS
-        });
+        let fits = self
+            .chunks
+            .back()
+            .is_some_and(|c| !c.stale && c.start + i64::from(c.len) == step && c.len < CHUNK_STEPS);
         if !fits {
+            // Size the new chunk like the last one: one allocation instead of doublings.
+            let words = self.chunks.back().map_or(4, |c| c.bits.words());
             if let Some(c) = self.chunks.back_mut() {
                 c.bits.shrink();
             }
@@ -143,9 +145,11 @@ impl Grid {
                 start: step,
                 first: self.base,
                 len: 0,
-                bits: Bits::default(),
-                stale_at: None,
+                bits: Bits::with_words(words),
+                stale: false,
             });
+            // A handful of chunks per series: keep the list exact, not doubled.
+            self.chunks.shrink_to_fit();
         }
         if let Some(c) = self.chunks.back_mut() {
             c.bits.push(d);
@@ -178,13 +182,13 @@ impl Grid {
         self.seal_until(end);
         self.tail = Vec::new();
         match self.chunks.back_mut() {
-            Some(c) if c.start + i64::from(c.len) == end => c.stale_at = Some(end),
+            Some(c) if c.start + i64::from(c.len) == end => c.stale = true,
             _ => self.chunks.push_back(Chunk {
                 start: end,
                 first: self.base,
                 len: 0,
                 bits: Bits::default(),
-                stale_at: Some(end),
+                stale: true,
             }),
         }
         self.open = false;
@@ -219,8 +223,9 @@ impl Grid {
                     f(step, Point::Value(v));
                 }
             }
-            if let Some(s) = c.stale_at.filter(|s| (from..=to).contains(s)) {
-                f(s, Point::Stale);
+            let marker = c.start + i64::from(c.len);
+            if c.stale && (from..=to).contains(&marker) {
+                f(marker, Point::Stale);
             }
         }
         if !self.open {

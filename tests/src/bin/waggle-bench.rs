@@ -197,6 +197,10 @@ fn start_waggle(path: &std::path::Path) -> Result<Serve> {
             &format!("127.0.0.1:{ingest}"),
             "--log-level",
             "warn",
+            // The benchmark replays an hour in a few minutes: without this the real-time
+            // maintenance would end every series as idle between its replayed events.
+            "--stale-after",
+            "2h",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
