@@ -23,12 +23,14 @@ impl Default for Adapt {
 }
 
 impl Adapt {
+    /// The smallest `k` with `n · 2^k ≥ sum`: `⌈log2 ⌈sum / n⌉⌉`, without a loop.
     fn k(self) -> u32 {
-        let mut k = 0;
-        while k < 63 && (u64::from(self.n) << k) < self.sum {
-            k += 1;
+        let n = u64::from(self.n.max(1));
+        if self.sum <= n {
+            return 0;
         }
-        k
+        let c = self.sum.div_ceil(n);
+        (64 - (c - 1).leading_zeros()).min(63)
     }
 
     fn update(&mut self, d: u64) {
@@ -166,6 +168,17 @@ impl Iterator for Reader<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn rice_parameter_is_the_smallest_that_covers_the_mean() {
+        for n in 1..40u32 {
+            for sum in 0..2000u64 {
+                let k = Adapt { sum, n }.k();
+                assert!((u64::from(n) << k) >= sum, "n={n} sum={sum} k={k}");
+                assert!(k == 0 || (u64::from(n) << (k - 1)) < sum, "n={n} sum={sum} k={k} not smallest");
+            }
+        }
+    }
 
     proptest! {
         #[test]
