@@ -175,7 +175,10 @@ mod tests {
             for sum in 0..2000u64 {
                 let k = Adapt { sum, n }.k();
                 assert!((u64::from(n) << k) >= sum, "n={n} sum={sum} k={k}");
-                assert!(k == 0 || (u64::from(n) << (k - 1)) < sum, "n={n} sum={sum} k={k} not smallest");
+                assert!(
+                    k == 0 || (u64::from(n) << (k - 1)) < sum,
+                    "n={n} sum={sum} k={k} not smallest"
+                );
             }
         }
     }
