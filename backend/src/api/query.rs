@@ -209,6 +209,14 @@ fn match_sets(
         .collect()
 }
 
+/// `(now, start, end)` of a metadata request: `start` and `end` default to the retention window.
+fn window(st: &Shared, p: &Params) -> Result<(i64, i64, i64), ApiError> {
+    let now = now_ms();
+    let start = time_param(p, "start", now - st.settings.limits.retention_ms)?;
+    let end = time_param(p, "end", now)?;
+    Ok((now, start, end))
+}
+
 /// Series matching any set, that hold a sample in `[start, end]`.
 fn matching_ids(
     db: &crate::api::Db,
@@ -232,9 +240,7 @@ pub async fn series(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(&uri, &headers, &body);
     let sets = match_sets(&p, true)?;
-    let now = now_ms();
-    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
-    let end = time_param(&p, "end", now)?;
+    let (now, start, end) = window(&st, &p)?;
     let data = evaluate(&st, move |db| {
         let mut labels: Vec<_> = matching_ids(db, &sets, start, end, now)
             .into_iter()
@@ -262,9 +268,7 @@ pub async fn labels(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(&uri, &headers, &body);
     let sets = match_sets(&p, false)?;
-    let now = now_ms();
-    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
-    let end = time_param(&p, "end", now)?;
+    let (now, start, end) = window(&st, &p)?;
     let data = evaluate(&st, move |db| {
         let names = if sets.is_empty() {
             db.store.label_names(None)
@@ -289,9 +293,7 @@ pub async fn label_values(
     }
     let p = Params::parse(&uri, &headers, &[]);
     let sets = match_sets(&p, false)?;
-    let now = now_ms();
-    let start = time_param(&p, "start", now - st.settings.limits.retention_ms)?;
-    let end = time_param(&p, "end", now)?;
+    let (now, start, end) = window(&st, &p)?;
     let data = evaluate(&st, move |db| {
         let values = if sets.is_empty() {
             db.store.label_values(&name, None)
