@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Settings;
+use crate::honeycomb::Exporter;
 use crate::mesh::Mesh;
 use crate::self_metrics::SelfMetrics;
 use crate::store::Store;
@@ -30,13 +31,15 @@ pub struct AppState {
     pub db: RwLock<Db>,
     pub settings: Settings,
     pub metrics: SelfMetrics,
+    /// False once shutdown starts.
     pub ready: AtomicBool,
+    pub exporter: Option<Arc<Exporter>>,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(settings: Settings) -> Shared {
+    pub fn new(settings: Settings, exporter: Option<Arc<Exporter>>) -> Shared {
         let db = Db {
             store: Store::new(settings.limits),
             mesh: Mesh::new(settings.families.clone()),
@@ -46,6 +49,7 @@ impl AppState {
             settings,
             metrics: SelfMetrics::default(),
             ready: AtomicBool::new(true),
+            exporter,
         })
     }
 }
@@ -88,14 +92,20 @@ async fn healthy() -> &'static str {
 }
 
 async fn ready(axum::extract::State(st): axum::extract::State<Shared>) -> axum::response::Response {
-    if st.ready.load(std::sync::atomic::Ordering::Relaxed) {
-        "waggle is Ready.\n".into_response()
-    } else {
-        (
+    if !st.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable",
+            "Service Unavailable: shutting down\n",
         )
-            .into_response()
+            .into_response();
+    }
+    match &st.exporter {
+        Some(x) if !x.ready() => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: Honeycomb has not accepted the API key (see the log and waggle_honeycomb_key_accepted)\n",
+        )
+            .into_response(),
+        _ => "waggle is Ready.\n".into_response(),
     }
 }
 
@@ -108,7 +118,7 @@ async fn metrics(axum::extract::State(st): axum::extract::State<Shared>) -> impl
         ),
         Err(_) => (f64::NAN, f64::NAN, f64::NAN),
     };
-    let body = st.metrics.render(&[
+    let mut body = st.metrics.render(&[
         ("waggle_series", "Series held in memory.", series),
         (
             "waggle_store_bytes",
@@ -121,6 +131,9 @@ async fn metrics(axum::extract::State(st): axum::extract::State<Shared>) -> impl
             late,
         ),
     ]);
+    if let Some(x) = &st.exporter {
+        x.render(&mut body);
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         body,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::families::{self, Family, FamilyConfig};
+use crate::honeycomb::settings::{ExportSettings, HoneycombArgs, HoneycombFile};
 use crate::store::Limits;
 
 /// Flags and environment variables. Every field is optional so a file or default can fill it.
@@ -64,6 +65,8 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "WAGGLE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    #[command(flatten)]
+    pub honeycomb: HoneycombArgs,
 }
 
 /// The file form: the same names as the flags, with underscores, plus `[[families]]`.
@@ -87,6 +90,8 @@ struct FileConfig {
     log_format: Option<String>,
     #[serde(default)]
     families: Vec<FamilyConfig>,
+    #[serde(default)]
+    honeycomb: HoneycombFile,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +119,8 @@ pub struct Settings {
     pub log_level: String,
     pub log_json: bool,
     pub families: Vec<Family>,
+    /// Honeycomb export; off when no key is configured.
+    pub honeycomb: Option<ExportSettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -126,6 +133,7 @@ impl std::fmt::Debug for Settings {
             .field("query_timeout", &self.query_timeout)
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("families", &self.families.len())
+            .field("honeycomb", &self.honeycomb)
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +287,7 @@ impl ServeArgs {
                 reason: format!("{log_format:?} is neither text nor json"),
             });
         }
+        let honeycomb = self.honeycomb.resolve(&file.honeycomb)?;
         Ok(Settings {
             listen,
             ingest_listen,
@@ -327,6 +336,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| "info".into()),
             log_json: log_format == "json",
             families,
+            honeycomb,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod families;
+pub mod honeycomb;
 pub mod labels;
 pub mod mesh;
 pub mod promql;

@@ -54,7 +54,7 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(waggle::serve::run(settings, None)) {
+            match rt.block_on(waggle::serve::run(settings, None, waggle::serve::signal())) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("waggle serve: {e:#}");

@@ -9,13 +9,20 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, Shared};
 use crate::config::Settings;
+use crate::honeycomb::Exporter;
 
-/// Runs until SIGTERM or Ctrl-C. `bound` receives the actual addresses (for tests on port 0).
+/// Runs until `stop` completes (see [`signal`] for SIGTERM and Ctrl-C). `bound` receives the
+/// actual addresses (for tests on port 0).
 pub async fn run(
     settings: Settings,
     bound: Option<tokio::sync::oneshot::Sender<(std::net::SocketAddr, std::net::SocketAddr)>>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let state = AppState::new(settings.clone());
+    let exporter = match settings.honeycomb.clone() {
+        Some(h) => Some(Exporter::start(h).context("starting the Honeycomb exporter")?),
+        None => None,
+    };
+    let state = AppState::new(settings.clone(), exporter.clone());
     let same = settings.listen == settings.ingest_listen;
     let query = TcpListener::bind(settings.listen)
         .await
@@ -56,7 +63,7 @@ pub async fn run(
                 .into_future(),
         )
     });
-    signal().await;
+    stop.await;
     tracing::info!("shutting down");
     state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
@@ -64,10 +71,15 @@ pub async fn run(
     if let Some(i) = i {
         let _ = i.await;
     }
+    // Ingest has stopped, so the queue only shrinks from here.
+    if let Some(x) = exporter {
+        x.shutdown().await;
+    }
     Ok(())
 }
 
-async fn signal() {
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -26,12 +26,14 @@ impl Received {
     }
 }
 
-/// What to answer: status, a delay before answering, and a body.
+/// What to answer: status, a delay before answering, and a body; or, with `hang_up`, close
+/// the connection after the delay without answering at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
     pub delay: Duration,
     pub body: Vec<u8>,
+    pub hang_up: bool,
 }
 
 impl Reply {
@@ -40,6 +42,21 @@ impl Reply {
             status,
             delay: Duration::ZERO,
             body: Vec::new(),
+            hang_up: false,
+        }
+    }
+
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::status(status)
+        }
+    }
+
+    pub fn hang_up() -> Self {
+        Self {
+            hang_up: true,
+            ..Self::status(0)
         }
     }
 }
@@ -123,11 +140,20 @@ fn serve(conn: TcpStream, received: &Mutex<Vec<Received>>, stop: &AtomicBool, ha
         if !reply.delay.is_zero() {
             thread::sleep(reply.delay);
         }
+        if reply.hang_up {
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: {}\r\n\r\n",
             reply.status,
             if reply.status < 400 { "OK" } else { "Error" },
-            reply.body.len()
+            reply.body.len(),
+            if reply.body.first() == Some(&b'{') || reply.body.first() == Some(&b'[') {
+                "application/json"
+            } else {
+                "text/plain"
+            }
         )
         .into_bytes();
         out.extend_from_slice(&reply.body);

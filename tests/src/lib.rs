@@ -1,8 +1,10 @@
 //! Test support for waggle: a proxy-wasm ABI 0.2.1 host on wasmtime that runs the real filter
-//! `.wasm`, Istio-shaped request fixtures, an HTTP capture server and an Envoy launcher.
+//! `.wasm`, Istio-shaped request fixtures, an HTTP capture server, an Envoy launcher, Prometheus
+//! beside waggle, and a Honeycomb API emulator.
 
 pub mod capture;
 pub mod envoy;
+pub mod honeycomb;
 pub mod host;
 pub mod istio;
 pub mod prom;

@@ -92,9 +92,12 @@ impl Drop for Prometheus {
 }
 
 /// waggle serving in this process, with a retention long enough for the fixed dataset.
+/// Dropping it shuts the server down the way SIGTERM does, and waits for that to finish.
 pub struct Waggle {
     pub query: std::net::SocketAddr,
     pub ingest: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Waggle {
@@ -118,16 +121,41 @@ impl Waggle {
         argv.extend_from_slice(extra);
         let settings = Args::try_parse_from(argv)?.serve.resolve()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .expect("runtime");
-            let _ = rt.block_on(waggle::serve::run(settings, Some(tx)));
+            let stop = async move {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = rt.block_on(waggle::serve::run(settings, Some(tx), stop)) {
+                eprintln!("waggle serve: {e:#}");
+            }
         });
         let (query, ingest) = rx.blocking_recv().context("waggle did not start")?;
-        Ok(Self { query, ingest })
+        Ok(Self {
+            query,
+            ingest,
+            stop: Some(stop_tx),
+            done: Some(done),
+        })
+    }
+
+    /// Shuts down as on SIGTERM (ingest stops, the Honeycomb queue drains) and waits.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
     }
 
     pub fn base(&self) -> String {
@@ -136,6 +164,12 @@ impl Waggle {
 
     pub fn ingest_base(&self) -> String {
         format!("http://{}", self.ingest)
+    }
+}
+
+impl Drop for Waggle {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

@@ -121,6 +121,11 @@ pub async fn events(
     st.metrics
         .batches_ingested
         .fetch_add(batches.len() as u64, Relaxed);
+    if let Some(x) = &st.exporter {
+        for b in batches {
+            x.offer(b);
+        }
+    }
     st.metrics.series_refused.fetch_add(refused, Relaxed);
     if refused > 0 {
         tracing::warn!(

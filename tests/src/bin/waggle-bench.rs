@@ -1,11 +1,14 @@
 //! Benchmarks waggle beside the alternatives in one run and prints Markdown tables.
 //!
 //! - ingest: events per second on one core through wire decode, and through decode and store;
+//! - Honeycomb export: events per second per core through JSON encoding and compression, the
+//!   bytes per event each encoding puts on the wire, and `waggle serve` exporting to the emulator;
 //! - query and memory: the same samples in `waggle serve` and in Prometheus 2.42 (remote
 //!   written), Flagger's two Istio queries and ten common queries timed alternately over HTTP,
 //!   and the resident memory each process gained holding them.
 //!
-//! Usage: `waggle-bench [--quick] [--waggle <path to the release waggle binary>]`.
+//! Usage: `waggle-bench [--quick] [--only ingest|export|query] [--waggle <path to the release
+//! waggle binary>]`.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -18,19 +21,23 @@ use waggle_wire::{sample, BatchBuilder, Event, Header};
 
 struct Opts {
     quick: bool,
+    /// Run only the sections whose names contain this (machine is always printed).
+    only: Option<String>,
     waggle: std::path::PathBuf,
 }
 
 fn opts() -> Result<Opts> {
     let mut quick = false;
+    let mut only = None;
     let mut waggle = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--only" => only = args.next(),
             "--waggle" => waggle = args.next().map(Into::into),
             other => {
-                bail!("unknown argument {other:?}; usage: waggle-bench [--quick] [--waggle PATH]")
+                bail!("unknown argument {other:?}; usage: waggle-bench [--quick] [--only ingest|export|query] [--waggle PATH]")
             }
         }
     }
@@ -38,7 +45,11 @@ fn opts() -> Result<Opts> {
         Some(p) => p,
         None => std::env::current_exe()?.with_file_name("waggle"),
     };
-    Ok(Opts { quick, waggle })
+    Ok(Opts {
+        quick,
+        only,
+        waggle,
+    })
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -158,6 +169,132 @@ fn ingest_section(quick: bool) -> String {
     )
 }
 
+fn export_section(o: &Opts) -> Result<String> {
+    use waggle::honeycomb::columns::{push_event, Shape, TimeCache};
+    let ws = workloads(20);
+    let now = waggle::api::now_ms();
+    let seconds = if o.quick { 2 } else { 10 };
+    let batches = traffic(&ws, seconds, now, 500);
+    let decoded: Vec<_> = batches
+        .iter()
+        .filter_map(|b| waggle_wire::decode(b).ok())
+        .collect();
+    let events: usize = decoded.iter().map(|d| d.records.len()).sum();
+    let wire: usize = batches.iter().map(Vec::len).sum();
+    // The exporter's per-event work on one core: render JSON into 5,000-event bodies, compress.
+    let render = |compress: &mut dyn FnMut(&[u8]) -> usize| -> (usize, usize) {
+        let mut clock = TimeCache::default();
+        let (mut json, mut packed) = (0usize, 0usize);
+        let mut body = Vec::with_capacity(6 << 20);
+        let mut n = 0;
+        for d in &decoded {
+            let shapes: Vec<Shape> = d.keys.iter().map(|k| Shape::new(d, k)).collect();
+            for r in &d.records {
+                body.push(if n == 0 { b'[' } else { b',' });
+                if let Some(shape) = shapes.get(r.key as usize) {
+                    push_event(&mut body, &mut clock, d, shape, r, 1);
+                }
+                n += 1;
+                if n == 5000 {
+                    body.push(b']');
+                    json += body.len();
+                    packed += compress(&body);
+                    body.clear();
+                    n = 0;
+                }
+            }
+        }
+        if n > 0 {
+            body.push(b']');
+            json += body.len();
+            packed += compress(&body);
+        }
+        (json, packed)
+    };
+    let runs = if o.quick { 2 } else { 5 };
+    let mut z = zstd::bulk::Compressor::new(2)?;
+    let mut rows = Vec::new();
+    let mut sizes = Vec::new();
+    type Codec<'a> = (&'a str, Box<dyn FnMut(&[u8]) -> usize + 'a>);
+    let codecs: Vec<Codec<'_>> = vec![
+        ("JSON only", Box::new(|b: &[u8]| b.len())),
+        (
+            "JSON + zstd level 2 (default)",
+            Box::new(move |b: &[u8]| z.compress(b).map_or(0, |c| c.len())),
+        ),
+        (
+            "JSON + gzip level 1",
+            Box::new(|b: &[u8]| {
+                use std::io::Write as _;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let _ = e.write_all(b);
+                e.finish().map_or(0, |c| c.len())
+            }),
+        ),
+    ];
+    for (name, mut codec) in codecs {
+        let mut rates = Vec::new();
+        let mut last = (0, 0);
+        for _ in 0..runs {
+            let t = Instant::now();
+            last = render(&mut *codec);
+            rates.push(events as f64 / t.elapsed().as_secs_f64());
+        }
+        let (min, med, max) = stats(rates);
+        rows.push(format!("| {name} | {min:.0} | {med:.0} | {max:.0} |"));
+        sizes.push((name, last.1 as f64 / events as f64));
+    }
+    let json_per_event = render(&mut |b: &[u8]| b.len()).0 as f64 / events as f64;
+
+    // End to end: `waggle serve` exporting to the emulator, which decodes and validates it all.
+    let emu = waggle_tests::honeycomb::Emulator::start();
+    emu.light();
+    let base = emu.base();
+    let serve = start_waggle(
+        &o.waggle,
+        &[
+            "--honeycomb-api-key",
+            waggle_tests::honeycomb::INGEST_KEY,
+            "--honeycomb-base-url",
+            &base,
+            "--honeycomb-queue-events",
+            "2000000",
+        ],
+    )?;
+    let http = prom::client();
+    let t = Instant::now();
+    for b in &batches {
+        http.post(format!("http://127.0.0.1:{}/v1/events", serve.ingest))
+            .body(b.clone())
+            .send()?
+            .error_for_status()?;
+    }
+    let got = emu.wait_for(events, Duration::from_secs(120));
+    let wall = t.elapsed().as_secs_f64();
+    let reqs = emu.requests();
+    let on_wire: usize = reqs.iter().map(|r| r.wire_bytes).sum();
+    drop(serve);
+    if got != events {
+        bail!("the emulator received {got} of {events} exported events");
+    }
+    let mut size_rows = format!("| waggle wire format, filter → backend | {:.1} |\n| the same events as Honeycomb JSON, uncompressed | {json_per_event:.1} |\n", wire as f64 / events as f64);
+    for (name, b) in &sizes[1..] {
+        size_rows.push_str(&format!("| {name}, backend → Honeycomb | {b:.1} |\n"));
+    }
+    Ok(format!(
+        "## Honeycomb export\n\n{events} events ({} workloads, {seconds} s of traffic at 500 requests/s each) rendered as Honeycomb batch JSON in 5,000-event bodies on one core; {runs} runs.\n\n\
+         | encoding | events/s min | median | max |\n|---|---|---|---|\n{}\n\n\
+         Goal: at least 500,000 events/s per core with zstd.\n\n\
+         Bytes per event:\n\n| path | bytes/event |\n|---|---|\n{size_rows}\n\
+         End to end, `waggle serve` (release) ingesting the same batches over HTTP and exporting them with zstd to the emulator in this process, which decompresses and validates every event: {got} events delivered in {wall:.2} s ({:.0} events/s wall time on this 2-core machine, shared by load generator, server and emulator), {} requests, {:.1} bytes/event on the wire.\n",
+        ws.len(),
+        rows.join("\n"),
+        got as f64 / wall,
+        reqs.len(),
+        on_wire as f64 / got as f64,
+    ))
+}
+
 /// RSS of a process in bytes, from /proc.
 fn rss(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -183,7 +320,7 @@ impl Drop for Serve {
     }
 }
 
-fn start_waggle(path: &std::path::Path) -> Result<Serve> {
+fn start_waggle(path: &std::path::Path, extra: &[&str]) -> Result<Serve> {
     let (query, ingest) = (
         waggle_tests::envoy::free_port(),
         waggle_tests::envoy::free_port(),
@@ -202,6 +339,7 @@ fn start_waggle(path: &std::path::Path) -> Result<Serve> {
             "--stale-after",
             "2h",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -240,7 +378,7 @@ fn query_section(o: &Opts) -> Result<String> {
     let batches = traffic(&ws, minutes * 60, now, 5);
 
     // waggle: a separate process, fed over HTTP like the sidecars feed it.
-    let w = start_waggle(&o.waggle)?;
+    let w = start_waggle(&o.waggle, &[])?;
     std::thread::sleep(Duration::from_millis(300));
     let w_before = rss(w.child.id())?;
     let c = prom::client();
@@ -475,8 +613,16 @@ fn main() -> Result<()> {
     let o = opts()?;
     let mut sections: BTreeMap<u8, String> = BTreeMap::new();
     sections.insert(0, machine());
-    sections.insert(1, ingest_section(o.quick));
-    sections.insert(2, query_section(&o)?);
+    let run = |name: &str| o.only.as_deref().is_none_or(|x| name.contains(x));
+    if run("ingest") {
+        sections.insert(1, ingest_section(o.quick));
+    }
+    if run("export") {
+        sections.insert(2, export_section(&o)?);
+    }
+    if run("query") {
+        sections.insert(3, query_section(&o)?);
+    }
     println!("{}", sections.into_values().collect::<Vec<_>>().join("\n"));
     Ok(())
 }
