@@ -1,6 +1,7 @@
 //! waggle's backend: ingests request events from sidecars and Prometheus remote write, keeps
 //! them as time series in memory, and answers the Prometheus HTTP API with a PromQL engine.
 
+pub mod analyze;
 pub mod api;
 pub mod config;
 pub mod families;

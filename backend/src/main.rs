@@ -16,7 +16,131 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the backend: ingest, in-memory store, Prometheus API.
-    Serve(waggle::config::ServeArgs),
+    Serve(Box<waggle::config::ServeArgs>),
+    /// Run Flagger's canary analysis loop on a Canary and its MetricTemplates against a
+    /// Prometheus-compatible backend, printing every metric's value and each decision.
+    Analyze(AnalyzeArgs),
+    /// The whole system on this machine: backend, the real filter, synthetic primary and
+    /// canary traffic, and the analysis loop deciding live (runs the waggle-demo program).
+    Demo {
+        /// Passed to waggle-demo; see `waggle demo -- --help`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// Canary and MetricTemplate manifests (YAML, several documents per file allowed).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Which Canary, when the files hold several.
+    #[arg(long)]
+    canary: Option<String>,
+    /// Flagger's -metrics-server: where the built-in checks and inline queries go.
+    #[arg(
+        long,
+        env = "WAGGLE_METRICS_SERVER",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    metrics_server: String,
+    /// Send every prometheus MetricTemplate's query to --metrics-server, not its own address.
+    #[arg(long)]
+    templates_use_metrics_server: bool,
+    /// Run the checks once, print values and queries, and exit (0 when all pass).
+    #[arg(long)]
+    once: bool,
+    /// Loop cadence instead of analysis.interval (query windows are unchanged), e.g. 5s.
+    #[arg(long)]
+    interval: Option<String>,
+}
+
+fn analyze(a: AnalyzeArgs) -> Result<std::process::ExitCode, String> {
+    use waggle::analyze::{Analysis, Manifests, Options, Outcome};
+    let mut m = Manifests::default();
+    for f in &a.files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        m.add_yaml(&f.display().to_string(), &text)
+            .map_err(|e| e.to_string())?;
+    }
+    let interval = a
+        .interval
+        .as_deref()
+        .map(waggle::config::parse_duration)
+        .transpose()
+        .map_err(|e| format!("--interval: {e}"))?;
+    let opts = Options {
+        metrics_server: a.metrics_server.clone(),
+        templates_use_metrics_server: a.templates_use_metrics_server,
+        interval,
+    };
+    let mut analysis = Analysis::new(&m, a.canary.as_deref(), &opts).map_err(|e| e.to_string())?;
+    if a.once {
+        for (name, q) in analysis.queries() {
+            println!(
+                "{name}: {}",
+                q.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+        let checks = analysis.check();
+        let it = waggle::analyze::Iteration {
+            number: 1,
+            weight: analysis.weight(),
+            decision: if checks.iter().any(|c| c.failure.is_some()) {
+                waggle::analyze::Decision::Halt {
+                    failed: 1,
+                    threshold: 1,
+                }
+            } else {
+                waggle::analyze::Decision::Advance { from: 0, to: 0 }
+            },
+            messages: checks.iter().filter_map(|c| c.failure.clone()).collect(),
+            checks,
+        };
+        println!("{}", it.line());
+        let ok = it.checks.iter().all(|c| c.failure.is_none());
+        return Ok(if ok {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(1)
+        });
+    }
+    println!(
+        "analysing against {} every {:?}",
+        a.metrics_server,
+        analysis.interval()
+    );
+    loop {
+        let it = analysis.step();
+        println!("{}", it.line());
+        match analysis.outcome() {
+            Some(Outcome::Promoted) => return Ok(std::process::ExitCode::SUCCESS),
+            Some(Outcome::RolledBack) => return Ok(std::process::ExitCode::from(1)),
+            None => std::thread::sleep(analysis.interval()),
+        }
+    }
+}
+
+/// `waggle demo` runs `waggle-demo`, built beside this binary from the test harness (it embeds
+/// the wasmtime proxy-wasm host, which the server binary does not need).
+fn demo(args: &[String]) -> std::process::ExitCode {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("waggle-demo"));
+    let Some(path) = exe.filter(|p| p.is_file()) else {
+        eprintln!("waggle demo: waggle-demo is not built beside this binary; run scripts/demo (or cargo build --release -p waggle-tests --bin waggle-demo)");
+        return std::process::ExitCode::from(2);
+    };
+    match std::process::Command::new(&path).args(args).status() {
+        Ok(s) if s.success() => std::process::ExitCode::SUCCESS,
+        Ok(s) => {
+            std::process::ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1))
+        }
+        Err(e) => {
+            eprintln!("waggle demo: cannot run {}: {e}", path.display());
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -35,6 +159,14 @@ fn init_logging(level: &str, json: bool) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Analyze(a) => match analyze(a) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("waggle analyze: {e}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Command::Demo { args } => demo(&args),
         Command::Serve(args) => {
             let settings = match args.resolve() {
                 Ok(s) => s,

@@ -752,7 +752,8 @@ mod tests {
         s.add(id, 2_400, 2, 2_500);
         assert_eq!(
             s.samples(id, 0, 3_000, 3_000),
-            [(1_000, 1.0), (2_000, 2.0), (3_000, 2.0)]
+            [(0, 0.0), (1_000, 1.0), (2_000, 2.0), (3_000, 2.0)],
+            "from an implicit 0 one step before the first count"
         );
         assert_eq!(
             s.samples(id, 1_001, 3_000, 3_000).first(),

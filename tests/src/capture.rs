@@ -160,6 +160,12 @@ fn serve(conn: TcpStream, received: &Mutex<Vec<Received>>, stop: &AtomicBool, ha
         if writer.write_all(&out).is_err() {
             return;
         }
+        if req
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        {
+            return;
+        }
     }
 }
 

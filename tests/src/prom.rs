@@ -108,13 +108,12 @@ impl Waggle {
             #[command(flatten)]
             serve: waggle::config::ServeArgs,
         }
-        let mut argv = vec![
-            "waggle",
-            "--listen",
-            "127.0.0.1:0",
-            "--ingest-listen",
-            "127.0.0.1:0",
-        ];
+        let mut argv = vec!["waggle"];
+        for flag in ["--listen", "--ingest-listen"] {
+            if !extra.contains(&flag) {
+                argv.extend_from_slice(&[flag, "127.0.0.1:0"]);
+            }
+        }
         if !extra.contains(&"--retention") {
             argv.extend_from_slice(&["--retention", "100y"]);
         }

@@ -6,6 +6,10 @@
 //! While a series receives events its grid extends to "now" without storing anything; once
 //! it has been idle for the stale time it ends with a stale marker, as a vanished scrape target
 //! does in Prometheus.
+//!
+//! A new series starts with a 0 one step before its first count, as Prometheus does with
+//! created-timestamp zero ingestion: the sidecar's counter really was 0, and without that
+//! sample `rate()` would ignore a series' first step and see nothing until its second.
 
 use std::collections::VecDeque;
 
@@ -48,6 +52,8 @@ pub struct Grid {
     base: u64,
     last_event: i64,
     open: bool,
+    /// The oldest data is the series' first segment, so its implicit leading 0 still exists.
+    from_zero: bool,
     stale_steps: i64,
 }
 
@@ -60,6 +66,7 @@ impl Grid {
             base: 0,
             last_event: 0,
             open: false,
+            from_zero: false,
             stale_steps: stale_steps.max(1),
         }
     }
@@ -84,6 +91,7 @@ impl Grid {
             return step >= self.tail_start;
         }
         if !self.open {
+            self.from_zero |= self.chunks.is_empty() && self.tail.is_empty() && self.base == 0;
             self.open = true;
             self.base = self.total_closed();
             self.tail_start = step;
@@ -202,12 +210,19 @@ impl Grid {
         }
         while self.chunks.front().is_some_and(|c| c.end() < min_step) {
             self.chunks.pop_front();
+            self.from_zero = false;
         }
         self.open || !self.chunks.is_empty()
     }
 
     /// Calls `f` for every point with `from <= step <= to`, in order, as of `now`.
     pub fn points(&self, from: i64, to: i64, now: i64, mut f: impl FnMut(i64, Point)) {
+        if self.from_zero {
+            let first = self.chunks.front().map_or(self.tail_start, |c| c.start);
+            if (from..=to).contains(&(first - 1)) {
+                f(first - 1, Point::Value(0));
+            }
+        }
         for c in &self.chunks {
             if c.end() < from || c.start > to {
                 continue;
@@ -292,7 +307,8 @@ mod tests {
         g.add(12, 1);
         assert_eq!(
             values(&g, 14),
-            [(10, 2), (11, 2), (12, 3), (13, 3), (14, 3)]
+            [(9, 0), (10, 2), (11, 2), (12, 3), (13, 3), (14, 3)],
+            "a new series starts from an implicit 0"
         );
     }
 
@@ -302,8 +318,9 @@ mod tests {
         g.add(100, 1);
         g.add(105, 1);
         assert!(g.add(101, 5), "within the head window");
-        assert_eq!(values(&g, 105).first(), Some(&(100, 1)));
-        assert_eq!(values(&g, 105).get(1), Some(&(101, 6)));
+        assert_eq!(values(&g, 105).first(), Some(&(99, 0)));
+        assert_eq!(values(&g, 105).get(1), Some(&(100, 1)));
+        assert_eq!(values(&g, 105).get(2), Some(&(101, 6)));
         g.add(200, 1);
         assert!(
             !g.add(150, 1),
@@ -323,11 +340,12 @@ mod tests {
             Some(&(7, Point::Stale)),
             "stale 5 steps after the last event"
         );
-        assert_eq!(pts.len(), 8);
+        assert_eq!(pts.len(), 9, "the leading 0, steps 0 to 6, the marker");
+        assert_eq!(pts[0], (-1, Point::Value(0)));
         g.add(30, 4);
         let pts = all(&g, 31);
-        assert_eq!(pts[7], (7, Point::Stale));
-        assert_eq!(&pts[8..], [(30, Point::Value(6)), (31, Point::Value(6))]);
+        assert_eq!(pts[8], (7, Point::Stale));
+        assert_eq!(&pts[9..], [(30, Point::Value(6)), (31, Point::Value(6))]);
         assert!(g.maintain(31, 0));
         assert_eq!(all(&g, 31), pts, "maintenance changes nothing visible");
     }
@@ -339,7 +357,7 @@ mod tests {
             g.add(s, s as u64 % 3);
         }
         let vs = values(&g, 3599);
-        assert_eq!(vs.len(), 3600);
+        assert_eq!(vs.len(), 3601, "with the leading 0");
         let expected: u64 = (0..3600u64).map(|s| s % 3).sum();
         assert_eq!(vs.last(), Some(&(3599, expected)));
         assert!(
@@ -349,6 +367,11 @@ mod tests {
         );
         assert!(g.maintain(3599, 3000));
         let kept = values(&g, 3599);
+        assert_ne!(
+            kept.first().map(|p| p.1),
+            Some(0),
+            "trimmed with the first chunk"
+        );
         assert!(kept.first().unwrap().0 >= 2000 && kept.first().unwrap().0 <= 3000);
         assert_eq!(
             kept.last(),
@@ -366,8 +389,8 @@ mod tests {
         let pts = all(&g, 12);
         assert_eq!(
             pts.len(),
-            13,
-            "alive until 5 steps after the last touch: {pts:?}"
+            14,
+            "the leading 0, then alive until 5 steps after the last touch: {pts:?}"
         );
         assert_eq!(pts.last(), Some(&(12, Point::Value(3))));
         assert_eq!(all(&g, 13).last(), Some(&(13, Point::Stale)));

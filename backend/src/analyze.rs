@@ -1,0 +1,21 @@
+//! `waggle analyze`: Flagger's canary analysis loop, reproduced against a Prometheus-compatible
+//! backend, so a Canary and its MetricTemplates can be tried (or debugged) without a cluster.
+
+pub mod builtin;
+pub mod canary;
+pub mod manifest;
+pub mod provider;
+pub mod template;
+
+pub use canary::{Analysis, Decision, Iteration, Options, Outcome};
+pub use manifest::Manifests;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("{file}: {reason}")]
+    Manifest { file: String, reason: String },
+    #[error("{0}")]
+    Canary(String),
+    #[error("metric {metric}: {reason}")]
+    Metric { metric: String, reason: String },
+}

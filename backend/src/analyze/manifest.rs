@@ -1,0 +1,180 @@
+//! The parts of Flagger's Canary and MetricTemplate manifests the analysis loop reads, from YAML
+//! files as a user would `kubectl apply` them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::AnalyzeError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Named {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    pub name: String,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub threshold_range: Option<ThresholdRange>,
+    /// Deprecated: a minimum for the success rate, a maximum otherwise.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Deprecated inline PromQL, run against the metrics server.
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub template_ref: Option<TemplateRef>,
+    #[serde(default)]
+    pub template_variables: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    pub interval: String,
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub max_weight: Option<u32>,
+    #[serde(default)]
+    pub step_weight: Option<u32>,
+    #[serde(default)]
+    pub step_weights: Vec<u32>,
+    #[serde(default)]
+    pub iterations: Option<u32>,
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    pub target_ref: Named,
+    #[serde(default)]
+    pub service: Option<ServiceSpec>,
+    #[serde(default)]
+    pub ingress_ref: Option<Named>,
+    #[serde(default)]
+    pub route_ref: Option<Named>,
+    #[serde(default)]
+    pub metrics_server: Option<String>,
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub analysis: Analysis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Canary {
+    pub metadata: Metadata,
+    pub spec: CanarySpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Provider {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateSpec {
+    pub provider: Provider,
+    pub query: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetricTemplate {
+    pub metadata: Metadata,
+    pub spec: TemplateSpec,
+}
+
+impl Canary {
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+impl MetricTemplate {
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// Every Canary and MetricTemplate in a set of YAML documents; other kinds are skipped.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    pub canaries: Vec<Canary>,
+    pub templates: Vec<MetricTemplate>,
+}
+
+impl Manifests {
+    /// Adds the documents of one file (`source` names it in errors).
+    pub fn add_yaml(&mut self, source: &str, text: &str) -> Result<(), AnalyzeError> {
+        let bad = |i: usize, e: serde_yaml::Error| AnalyzeError::Manifest {
+            file: format!("{source} (document {})", i + 1),
+            reason: e.to_string(),
+        };
+        for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let value = serde_yaml::Value::deserialize(doc).map_err(|e| bad(i, e))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            let api = value
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("");
+            if !api.starts_with("flagger.app/") {
+                continue;
+            }
+            match kind {
+                "Canary" => self
+                    .canaries
+                    .push(serde_yaml::from_value(value).map_err(|e| bad(i, e))?),
+                "MetricTemplate" => self
+                    .templates
+                    .push(serde_yaml::from_value(value).map_err(|e| bad(i, e))?),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn template(&self, name: &str, namespace: &str) -> Option<&MetricTemplate> {
+        self.templates
+            .iter()
+            .find(|t| t.metadata.name == name && t.namespace() == namespace)
+    }
+}
