@@ -142,6 +142,115 @@ impl Sidecar {
     }
 }
 
+/// What a benchmark listener runs in front of its direct response.
+#[derive(Debug, Clone)]
+pub enum Bench {
+    /// The router alone.
+    Plain,
+    /// Envoy's native JSON access log (Istio's default JSON fields) to this file.
+    AccessLog(PathBuf),
+    /// The waggle filter, delivering to the backend's ingest port.
+    Filter { wasm: PathBuf, ingest_port: u16 },
+}
+
+/// A sidecar-shaped Envoy whose one INBOUND route answers 200 itself, so Envoy is the only
+/// work measured: no filter, a JSON access log, or the waggle filter.
+pub fn direct_response_bootstrap(listen_port: u16, admin_port: u16, mode: &Bench) -> Value {
+    let mut http_filters = Vec::new();
+    let mut clusters = Vec::new();
+    let mut access_log = Vec::new();
+    match mode {
+        Bench::Plain => {}
+        Bench::AccessLog(path) => {
+            let fields = [
+                ("start_time", "%START_TIME%"),
+                ("method", "%REQ(:METHOD)%"),
+                ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+                ("protocol", "%PROTOCOL%"),
+                ("response_code", "%RESPONSE_CODE%"),
+                ("response_flags", "%RESPONSE_FLAGS%"),
+                ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+                ("bytes_received", "%BYTES_RECEIVED%"),
+                ("bytes_sent", "%BYTES_SENT%"),
+                ("duration", "%DURATION%"),
+                (
+                    "upstream_service_time",
+                    "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+                ),
+                ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+                ("user_agent", "%REQ(USER-AGENT)%"),
+                ("request_id", "%REQ(X-REQUEST-ID)%"),
+                ("authority", "%REQ(:AUTHORITY)%"),
+                ("upstream_host", "%UPSTREAM_HOST%"),
+                ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+                ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+                ("route_name", "%ROUTE_NAME%"),
+            ];
+            let format: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect();
+            access_log.push(json!({
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": path,
+                    "log_format": {"json_format": format}
+                }
+            }));
+        }
+        Bench::Filter { wasm, ingest_port } => {
+            http_filters.push(json!({
+                "name": "waggle",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": "waggle",
+                        "root_id": "waggle",
+                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"},
+                        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}}
+                    }
+                }
+            }));
+            clusters.push(static_cluster(INGEST_CLUSTER, *ingest_port, json!({})));
+        }
+    }
+    http_filters.push(
+        json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+    );
+    json!({
+        "node": {
+            "id": "sidecar~127.0.0.1~bench-0.test~test.svc.cluster.local",
+            "cluster": "bench.test",
+            "metadata": {"WORKLOAD_NAME": "bench", "NAMESPACE": "test", "CLUSTER_ID": "Kubernetes",
+                         "LABELS": {"app": "bench", "version": "v1"}}
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "virtualInbound",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                "traffic_direction": "INBOUND",
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "inbound",
+                        "access_log": access_log,
+                        "route_config": {"virtual_hosts": [{
+                            "name": "inbound", "domains": ["*"],
+                            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "podinfo"}}}]
+                        }]},
+                        "http_filters": http_filters
+                    }
+                }]}]
+            }],
+            "clusters": clusters
+        }
+    })
+}
+
 /// A running Envoy; killed on drop.
 pub struct Envoy {
     child: Child,
@@ -154,6 +263,17 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 impl Envoy {
     /// Starts `binary` with `bootstrap`, one worker thread, and waits until it is ready.
     pub fn start(binary: &Path, bootstrap: &Value, admin_port: u16) -> Result<Self> {
+        // Tests read log files right away; 50 ms instead of Envoy's 10 s default.
+        Self::start_with(binary, bootstrap, admin_port, 50)
+    }
+
+    /// As [`Envoy::start`], with Envoy's `--file-flush-interval-msec`.
+    pub fn start_with(
+        binary: &Path,
+        bootstrap: &Value,
+        admin_port: u16,
+        file_flush_ms: u32,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "waggle-envoy-{}-{}",
             std::process::id(),
@@ -175,8 +295,8 @@ impl Envoy {
                 "--component-log-level",
                 "wasm:info",
                 "--file-flush-interval-msec",
-                "50",
             ])
+            .arg(file_flush_ms.to_string())
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
