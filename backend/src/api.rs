@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Settings;
+use crate::honeycomb::query::HoneycombQuery;
 use crate::honeycomb::Exporter;
 use crate::mesh::Mesh;
 use crate::self_metrics::SelfMetrics;
@@ -34,6 +35,7 @@ pub struct AppState {
     /// False once shutdown starts.
     pub ready: AtomicBool,
     pub exporter: Option<Arc<Exporter>>,
+    pub honeycomb_query: Option<Arc<HoneycombQuery>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -44,12 +46,23 @@ impl AppState {
             store: Store::new(settings.limits),
             mesh: Mesh::new(settings.families.clone()),
         };
+        let honeycomb_query = settings
+            .honeycomb_query
+            .clone()
+            .and_then(|q| match HoneycombQuery::new(q) {
+                Ok(h) => Some(Arc::new(h)),
+                Err(e) => {
+                    tracing::error!(error = %e, "Honeycomb query mode off: cannot build its HTTP client");
+                    None
+                }
+            });
         Arc::new(Self {
             db: RwLock::new(db),
             settings,
             metrics: SelfMetrics::default(),
             ready: AtomicBool::new(true),
             exporter,
+            honeycomb_query,
         })
     }
 }
@@ -70,6 +83,10 @@ pub fn query_router(state: Shared) -> Router {
         .route("/api/v1/label/{name}/values", get(query::label_values))
         .route("/api/v1/status/buildinfo", get(query::buildinfo))
         .route("/api/v1/metadata", get(query::metadata))
+        .route(
+            "/honeycomb/api/v1/query",
+            get(query::honeycomb).post(query::honeycomb),
+        )
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
         .route("/metrics", get(metrics))

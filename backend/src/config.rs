@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::families::{self, Family, FamilyConfig};
+use crate::honeycomb::query::{QueryArgs, QuerySettings};
 use crate::honeycomb::settings::{ExportSettings, HoneycombArgs, HoneycombFile};
 use crate::store::Limits;
 
@@ -67,6 +68,8 @@ pub struct ServeArgs {
     pub log_format: Option<String>,
     #[command(flatten)]
     pub honeycomb: HoneycombArgs,
+    #[command(flatten)]
+    pub honeycomb_query: QueryArgs,
 }
 
 /// The file form: the same names as the flags, with underscores, plus `[[families]]`.
@@ -121,6 +124,8 @@ pub struct Settings {
     pub families: Vec<Family>,
     /// Honeycomb export; off when no key is configured.
     pub honeycomb: Option<ExportSettings>,
+    /// The Honeycomb query mode; off when no query key is configured.
+    pub honeycomb_query: Option<QuerySettings>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -134,6 +139,10 @@ impl std::fmt::Debug for Settings {
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("families", &self.families.len())
             .field("honeycomb", &self.honeycomb)
+            .field(
+                "honeycomb_query",
+                &self.honeycomb_query.as_ref().map(|q| &q.dataset),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -288,6 +297,10 @@ impl ServeArgs {
             });
         }
         let honeycomb = self.honeycomb.resolve(&file.honeycomb)?;
+        let honeycomb_query = self.honeycomb_query.resolve(
+            &self.honeycomb.base_url(&file.honeycomb),
+            self.honeycomb.dataset(&file.honeycomb).as_deref(),
+        )?;
         Ok(Settings {
             listen,
             ingest_listen,
@@ -337,6 +350,7 @@ impl ServeArgs {
             log_json: log_format == "json",
             families,
             honeycomb,
+            honeycomb_query,
         })
     }
 }

@@ -145,6 +145,54 @@ pub async fn instant(
     Ok(ok(json::result(&value, ts), &warnings))
 }
 
+/// `/honeycomb/api/v1/query`: an instant query answered from Honeycomb's Query Data API.
+pub async fn honeycomb(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::honeycomb::query::QueryError;
+    let Some(hq) = st.honeycomb_query.clone() else {
+        return Err(ApiError::new(
+            ErrorType::Unavailable,
+            "the Honeycomb query mode is off: give waggle a query key with HONEYCOMB_QUERY_KEY or --honeycomb-query-key-file",
+        ));
+    };
+    let p = Params::parse(&uri, &headers, &body);
+    let query = p.get("query").unwrap_or("").to_owned();
+    if query.trim().is_empty() {
+        return Err(ApiError::bad_data(
+            "1:1: parse error: no expression found in input",
+        ));
+    }
+    if p.get("time").is_some() {
+        return Err(ApiError::bad_data(
+            "the Honeycomb query mode answers at the present only (Flagger sends no time parameter)",
+        ));
+    }
+    let now = now_ms();
+    let answer = hq.query(&query).await.map_err(|e| {
+        let kind = match e {
+            QueryError::Unsupported(_) => ErrorType::BadData,
+            QueryError::Timeout(_) => ErrorType::Timeout,
+            QueryError::Budget(_) | QueryError::Refused(_) => ErrorType::Unavailable,
+            QueryError::Honeycomb(_) => ErrorType::Execution,
+        };
+        tracing::warn!(query = %query, error = %e, "Honeycomb query failed");
+        ApiError::new(kind, e.to_string())
+    })?;
+    let value = match answer.value {
+        Some(v) => crate::promql::Value::Vector(vec![crate::promql::Sample {
+            labels: crate::labels::Labels::default(),
+            t: now,
+            v,
+        }]),
+        None => crate::promql::Value::Vector(vec![]),
+    };
+    Ok(ok(json::result(&value, now), &answer.warnings))
+}
+
 pub async fn range(
     State(st): State<Shared>,
     uri: Uri,

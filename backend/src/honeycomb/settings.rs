@@ -237,6 +237,18 @@ fn dur(
 }
 
 impl HoneycombArgs {
+    /// The API base, shared by export and the query mode.
+    pub fn base_url(&self, file: &HoneycombFile) -> String {
+        self.honeycomb_base_url
+            .clone()
+            .or(file.base_url.clone())
+            .unwrap_or_else(|| "https://api.honeycomb.io".into())
+    }
+
+    pub fn dataset(&self, file: &HoneycombFile) -> Option<String> {
+        self.honeycomb_dataset.clone().or(file.dataset.clone())
+    }
+
     /// `None` when no key is configured: export is off.
     pub fn resolve(&self, file: &HoneycombFile) -> Result<Option<ExportSettings>, ConfigError> {
         let key = match (&self.honeycomb_api_key, &self.honeycomb_api_key_file) {
