@@ -43,11 +43,73 @@ impl Chunk {
     }
 }
 
+/// The mutable head: up to [`HEAD_STEPS`] per-step counts, kept inline. A heap `Vec` here cost
+/// more per series (pointer, capacity, allocation and its header) than the counts themselves.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    len: u8,
+    counts: [u32; HEAD_STEPS],
+}
+
+impl Head {
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.counts
+            .get(..self.len())
+            .and_then(|c| c.get(i))
+            .map_or(0, |c| u64::from(*c))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.counts.iter().take(self.len()).map(|c| u64::from(*c))
+    }
+
+    fn sum(&self) -> u64 {
+        self.iter().sum()
+    }
+
+    /// Adds `count` at `idx`, growing the head with zeros up to it (`idx < HEAD_STEPS`; the
+    /// caller seals older steps first). Counts per step saturate at u32::MAX.
+    fn add(&mut self, idx: usize, count: u64) {
+        if idx >= HEAD_STEPS {
+            return;
+        }
+        if idx >= self.len() {
+            self.len = (idx + 1) as u8;
+        }
+        if let Some(c) = self.counts.get_mut(idx) {
+            *c = c.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+        }
+    }
+
+    /// Drops the first `n` steps.
+    fn drain_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        let keep = self.len() - n;
+        self.counts.copy_within(n.., 0);
+        for c in self.counts.iter_mut().skip(keep) {
+            *c = 0;
+        }
+        self.len = keep as u8;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Grid {
     chunks: VecDeque<Chunk>,
     tail_start: i64,
-    tail: Vec<u64>,
+    tail: Head,
     /// Cumulative value before `tail_start`.
     base: u64,
     last_event: i64,
@@ -62,7 +124,7 @@ impl Grid {
         Self {
             chunks: VecDeque::new(),
             tail_start: 0,
-            tail: Vec::new(),
+            tail: Head::default(),
             base: 0,
             last_event: 0,
             open: false,
@@ -72,7 +134,7 @@ impl Grid {
     }
 
     fn total(&self) -> u64 {
-        self.base + self.tail.iter().sum::<u64>()
+        self.base + self.tail.sum()
     }
 
     fn stale_end(&self) -> i64 {
@@ -96,7 +158,7 @@ impl Grid {
             self.base = self.total_closed();
             self.tail_start = step;
             self.tail.clear();
-            self.tail.push(count);
+            self.tail.add(0, count);
             self.last_event = step;
             return true;
         }
@@ -109,12 +171,7 @@ impl Grid {
             self.seal_until(new_start);
         }
         let idx = (step - self.tail_start) as usize;
-        if idx >= self.tail.len() {
-            self.tail.resize(idx + 1, 0);
-        }
-        if let Some(d) = self.tail.get_mut(idx) {
-            *d += count;
-        }
+        self.tail.add(idx, count);
         self.last_event = self.last_event.max(step);
         exact
     }
@@ -123,9 +180,6 @@ impl Grid {
     fn seal_until(&mut self, start: i64) {
         self.seal((start - self.tail_start).max(0) as usize);
         self.seal_idle((start - self.tail_start).max(0) as usize);
-        if self.tail.capacity() > 2 * HEAD_STEPS {
-            self.tail.shrink_to(HEAD_STEPS);
-        }
     }
 
     /// The counter total once the tail is closed (the segment's last value).
@@ -171,10 +225,10 @@ impl Grid {
     fn seal(&mut self, n: usize) {
         let n = n.min(self.tail.len());
         for i in 0..n {
-            let d = self.tail.get(i).copied().unwrap_or(0);
+            let d = self.tail.get(i);
             self.push_sealed(d);
         }
-        self.tail.drain(..n);
+        self.tail.drain_front(n);
     }
 
     /// Seals `n` idle steps after an empty head, without materialising them.
@@ -188,7 +242,7 @@ impl Grid {
     fn close(&mut self) {
         let end = self.stale_end();
         self.seal_until(end);
-        self.tail = Vec::new();
+        self.tail.clear();
         match self.chunks.back_mut() {
             Some(c) if c.start + i64::from(c.len) == end => c.stale = true,
             _ => self.chunks.push_back(Chunk {
@@ -271,7 +325,6 @@ impl Grid {
     /// Bytes held, for the memory figures.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.tail.capacity() * 8
             + self
                 .chunks
                 .iter()
@@ -394,6 +447,24 @@ mod tests {
         );
         assert_eq!(pts.last(), Some(&(12, Point::Value(3))));
         assert_eq!(all(&g, 13).last(), Some(&(13, Point::Stale)));
+    }
+
+    #[test]
+    fn the_head_is_a_small_inline_vector() {
+        let mut h = Head::default();
+        h.add(2, 5);
+        h.add(0, 1);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [1, 0, 5]);
+        h.add(HEAD_STEPS, 9);
+        assert_eq!(h.len(), 3, "beyond the head: ignored (callers seal first)");
+        h.drain_front(1);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [0, 5]);
+        h.add(1, u64::MAX);
+        assert_eq!(h.get(1), u64::from(u32::MAX), "saturates");
+        h.drain_front(5);
+        assert!(h.is_empty() && h.sum() == 0);
+        h.add(0, 2);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [2], "drained slots are zero");
     }
 
     #[test]
