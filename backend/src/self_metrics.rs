@@ -35,7 +35,51 @@ const QUERY_BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default)]
+/// A Prometheus histogram of seconds with ten fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [f64; 10],
+    /// (cumulative bucket counts, count, sum)
+    state: Mutex<([u64; 10], u64, f64)>,
+}
+
+impl Histogram {
+    pub fn new(buckets: [f64; 10]) -> Self {
+        Self {
+            buckets,
+            state: Mutex::new(([0; 10], 0, 0.0)),
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        if let Ok(mut h) = self.state.lock() {
+            for (b, c) in self.buckets.iter().zip(h.0.iter_mut()) {
+                if seconds <= *b {
+                    *c += 1;
+                }
+            }
+            h.1 += 1;
+            h.2 += seconds;
+        }
+    }
+
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let Ok(h) = self.state.lock() else {
+            return;
+        };
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+        for (b, c) in self.buckets.iter().zip(h.0.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+        }
+        let _ = write!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}\n",
+            h.1, h.2, h.1
+        );
+    }
+}
+
+#[derive(Debug)]
 pub struct SelfMetrics {
     pub events_ingested: AtomicU64,
     pub batches_ingested: AtomicU64,
@@ -48,7 +92,26 @@ pub struct SelfMetrics {
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
     pub empty_results: AtomicU64,
-    query_latency: Mutex<([u64; 10], u64, f64)>,
+    query_latency: Histogram,
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        Self {
+            events_ingested: AtomicU64::default(),
+            batches_ingested: AtomicU64::default(),
+            events_dropped_by_sidecars: AtomicU64::default(),
+            series_refused: AtomicU64::default(),
+            samples_written: AtomicU64::default(),
+            samples_rejected: AtomicU64::default(),
+            rejected: Default::default(),
+            rejected_remote_write: Default::default(),
+            queries: AtomicU64::default(),
+            query_errors: AtomicU64::default(),
+            empty_results: AtomicU64::default(),
+            query_latency: Histogram::new(QUERY_BUCKETS),
+        }
+    }
 }
 
 impl SelfMetrics {
@@ -68,17 +131,7 @@ impl SelfMetrics {
     }
 
     pub fn observe_query(&self, seconds: f64) {
-        if let Ok(mut h) = self.query_latency.lock() {
-            for (i, b) in QUERY_BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    if let Some(c) = h.0.get_mut(i) {
-                        *c += 1;
-                    }
-                }
-            }
-            h.1 += 1;
-            h.2 += seconds;
-        }
+        self.query_latency.observe(seconds);
     }
 
     /// The exposition text; `gauges` are point-in-time values supplied by the caller.
@@ -155,20 +208,36 @@ impl SelfMetrics {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
             );
         }
-        if let Ok(h) = self.query_latency.lock() {
-            let _ = write!(out, "# HELP waggle_query_duration_seconds PromQL evaluation time.\n# TYPE waggle_query_duration_seconds histogram\n");
-            for (b, c) in QUERY_BUCKETS.iter().zip(h.0.iter()) {
-                let _ = writeln!(
-                    out,
-                    "waggle_query_duration_seconds_bucket{{le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = write!(
-                out,
-                "waggle_query_duration_seconds_bucket{{le=\"+Inf\"}} {}\nwaggle_query_duration_seconds_sum {}\nwaggle_query_duration_seconds_count {}\n",
-                h.1, h.2, h.1
-            );
-        }
+        self.query_latency.render(
+            &mut out,
+            "waggle_query_duration_seconds",
+            "PromQL evaluation time.",
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let h = Histogram::new(QUERY_BUCKETS);
+        h.observe(0.002);
+        h.observe(7.0);
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "X.");
+        for line in [
+            "# TYPE x_seconds histogram",
+            "x_seconds_bucket{le=\"0.001\"} 0",
+            "x_seconds_bucket{le=\"0.0025\"} 1",
+            "x_seconds_bucket{le=\"5\"} 1",
+            "x_seconds_bucket{le=\"+Inf\"} 2",
+            "x_seconds_sum 7.002",
+            "x_seconds_count 2",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
     }
 }

@@ -66,7 +66,7 @@ impl Prometheus {
             .get(url)
             .query(&[("query", q.as_str())])
             .send()
-            .map_err(|e| QueryError::Request(describe(&e)))?;
+            .map_err(|e| QueryError::Request(crate::honeycomb::client::error_chain(&e)))?;
         let status = resp.status();
         let body = resp
             .text()
@@ -83,17 +83,6 @@ impl Prometheus {
         }
         read(&body)
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Flagger's reading of a query answer.

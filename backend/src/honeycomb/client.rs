@@ -191,15 +191,20 @@ fn describe(e: &reqwest::Error) -> String {
         "connection failed".into()
     } else {
         // reqwest's Display names the URL, which holds no secret (the key is a header).
-        let mut s = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(inner) = src {
-            s.push_str(": ");
-            s.push_str(&inner.to_string());
-            src = inner.source();
-        }
-        s
+        error_chain(e)
     }
+}
+
+/// An error and its sources, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 fn snippet(body: &str) -> String {

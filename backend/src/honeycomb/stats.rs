@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+
+use crate::self_metrics::Histogram;
 
 /// Why exported events were dropped (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ impl Drop {
 
 const LATENCY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ExportStats {
     pub events_sent: AtomicU64,
     pub batches_sent: AtomicU64,
@@ -53,7 +54,21 @@ pub struct ExportStats {
     pub retries: AtomicU64,
     pub sampled_out: AtomicU64,
     dropped: [AtomicU64; 6],
-    latency: Mutex<([u64; 10], u64, f64)>,
+    latency: Histogram,
+}
+
+impl Default for ExportStats {
+    fn default() -> Self {
+        Self {
+            events_sent: AtomicU64::default(),
+            batches_sent: AtomicU64::default(),
+            bytes_sent: AtomicU64::default(),
+            retries: AtomicU64::default(),
+            sampled_out: AtomicU64::default(),
+            dropped: Default::default(),
+            latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl ExportStats {
@@ -77,15 +92,7 @@ impl ExportStats {
 
     /// Time from a batch's first send attempt to its final answer.
     pub fn observe(&self, seconds: f64) {
-        if let Ok(mut h) = self.latency.lock() {
-            for (b, c) in LATENCY_BUCKETS.iter().zip(h.0.iter_mut()) {
-                if seconds <= *b {
-                    *c += 1;
-                }
-            }
-            h.1 += 1;
-            h.2 += seconds;
-        }
+        self.latency.observe(seconds);
     }
 
     pub fn render(&self, out: &mut String, queue: (usize, usize), ready: bool) {
@@ -152,15 +159,10 @@ impl ExportStats {
                 self.dropped(d)
             );
         }
-        if let Ok(h) = self.latency.lock() {
-            let _ = write!(out, "# HELP waggle_honeycomb_export_duration_seconds From a batch's first send attempt to its final answer.\n# TYPE waggle_honeycomb_export_duration_seconds histogram\n");
-            for (b, c) in LATENCY_BUCKETS.iter().zip(h.0.iter()) {
-                let _ = writeln!(
-                    out,
-                    "waggle_honeycomb_export_duration_seconds_bucket{{le=\"{b}\"}} {c}"
-                );
-            }
-            let _ = write!(out, "waggle_honeycomb_export_duration_seconds_bucket{{le=\"+Inf\"}} {}\nwaggle_honeycomb_export_duration_seconds_sum {}\nwaggle_honeycomb_export_duration_seconds_count {}\n", h.1, h.2, h.1);
-        }
+        self.latency.render(
+            out,
+            "waggle_honeycomb_export_duration_seconds",
+            "From a batch's first send attempt to its final answer.",
+        );
     }
 }
