@@ -16,22 +16,25 @@ pub use vm::Vm;
 
 use std::path::PathBuf;
 
-/// The filter built by `cargo build --release --target wasm32-wasip1 -p waggle-filter`.
-///
-/// `WAGGLE_FILTER_WASM` overrides the path; otherwise it is found in the target directory this
-/// test binary was built into (which honours `CARGO_TARGET_DIR`).
-pub fn filter_wasm() -> PathBuf {
+/// The filter built by `cargo build --release --target wasm32-wasip1 -p waggle-filter`, if it
+/// exists: `WAGGLE_FILTER_WASM`, else found in the target directory the running program was
+/// built into (which honours `CARGO_TARGET_DIR`): `<target>/debug/deps/<test>` for tests,
+/// `<target>/release/<program>` for `waggle-demo` and `waggle-bench`.
+pub fn built_filter_wasm() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WAGGLE_FILTER_WASM") {
-        return PathBuf::from(p);
+        return Some(PathBuf::from(p));
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    // <target>/debug/deps/<test binary>
-    let target = exe.ancestors().nth(3).expect("target directory");
-    let wasm = target.join("wasm32-wasip1/release/waggle_filter.wasm");
-    assert!(
-        wasm.exists(),
-        "{} is missing: run `cargo build --release --target wasm32-wasip1 -p waggle-filter` first (scripts/test does)",
-        wasm.display()
-    );
-    wasm
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .take(3)
+        .map(|t| t.join("wasm32-wasip1/release/waggle_filter.wasm"))
+        .find(|p| p.is_file())
+}
+
+/// [`built_filter_wasm`], for tests: a missing filter is a setup error that says how to build it.
+pub fn filter_wasm() -> PathBuf {
+    built_filter_wasm().expect(
+        "the filter .wasm is missing: run `cargo build --release --target wasm32-wasip1 -p waggle-filter` first (scripts/test does)",
+    )
 }

@@ -172,6 +172,13 @@ impl Drop for Waggle {
     }
 }
 
+/// The value of one series (`name` or `name{labels}` exactly as written) in a text exposition.
+pub fn exposed(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -75,10 +75,7 @@ fn metric(w: &Waggle, series: &str) -> f64 {
         .unwrap()
         .text()
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+    waggle_tests::prom::exposed(&text, series).unwrap_or_else(|| panic!("{series} not in /metrics"))
 }
 
 fn ready(w: &Waggle) -> u16 {

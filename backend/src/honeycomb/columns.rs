@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use waggle_wire::{Batch, Key, Protocol, Record};
+use waggle_wire::{Batch, Key, Protocol, Record, TraceId};
 
 use crate::families::Field;
 
@@ -290,13 +290,13 @@ pub fn markdown_table() -> String {
 /// The per-shape values of one request shape, rendered once per batch.
 pub struct Shape {
     /// `"a":1,"b":"x"` for every per-key column, without braces.
-    pub json: String,
+    pub json: Vec<u8>,
     pub service: String,
 }
 
 impl Shape {
     pub fn new(batch: &Batch, key: &Key) -> Self {
-        let mut json = String::with_capacity(768);
+        let mut json = Vec::with_capacity(768);
         let service = service_name(batch, key);
         for c in COLUMNS.iter().filter(|c| c.source.per_key()) {
             let value: std::borrow::Cow<'_, str> = match c.source {
@@ -327,13 +327,13 @@ impl Shape {
                 continue;
             }
             if !json.is_empty() {
-                json.push(',');
+                json.push(b',');
             }
             push_str(&mut json, c.name);
-            json.push(':');
+            json.push(b':');
             match c.ty {
                 Ty::Str => push_str(&mut json, &value),
-                _ => json.push_str(&value),
+                _ => json.extend_from_slice(value.as_bytes()),
             }
         }
         Self { json, service }
@@ -364,20 +364,17 @@ pub fn push_event(
     out.extend_from_slice(b"\",\"samplerate\":");
     push_u64(out, u64::from(samplerate));
     out.extend_from_slice(b",\"data\":{");
-    out.extend_from_slice(shape.json.as_bytes());
+    out.extend_from_slice(&shape.json);
     let mut first = shape.json.is_empty();
     for c in COLUMNS.iter().filter(|c| !c.source.per_key()) {
-        let text = match c.source {
-            Source::TraceId => match &rec.trace_id {
-                Some(t) => Some(batch.trace_id(t)),
-                None => continue,
-            },
-            Source::Path => match rec.path.map(|p| batch.str(p)) {
-                Some(p) if !p.is_empty() => Some(p.to_owned()),
-                _ => continue,
-            },
-            _ => None,
+        let absent = match c.source {
+            Source::TraceId => rec.trace_id.is_none(),
+            Source::Path => rec.path.is_none_or(|p| batch.str(p).is_empty()),
+            _ => false,
         };
+        if absent {
+            continue;
+        }
         if !first {
             out.push(b',');
         }
@@ -398,11 +395,14 @@ pub fn push_event(
             }
             Source::RequestBytes => push_u64(out, rec.request_bytes),
             Source::ResponseBytes => push_u64(out, rec.response_bytes),
-            _ => {
-                let mut s = String::new();
-                push_str(&mut s, text.as_deref().unwrap_or_default());
-                out.extend_from_slice(s.as_bytes());
-            }
+            Source::TraceId => match &rec.trace_id {
+                Some(TraceId::Hex64(b)) => push_hex(out, b),
+                Some(TraceId::Hex128(b)) => push_hex(out, b),
+                Some(TraceId::Other(r)) => push_str(out, batch.str(*r)),
+                None => push_str(out, ""),
+            },
+            Source::Path => push_str(out, rec.path.map_or("", |p| batch.str(p))),
+            _ => push_str(out, ""),
         }
     }
     out.extend_from_slice(b"}}");
@@ -424,23 +424,37 @@ fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(buf.get(i..).unwrap_or_default());
 }
 
-/// Appends `v` as a JSON string.
-fn push_str(out: &mut String, v: &str) {
-    out.push('"');
-    for ch in v.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+/// Appends `v` as a JSON string. Only ASCII bytes ever need escaping, so UTF-8 passes through.
+fn push_str(out: &mut Vec<u8>, v: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in v.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
             }
             c => out.push(c),
         }
     }
-    out.push('"');
+    out.push(b'"');
+}
+
+/// Appends trace id bytes as a quoted lowercase hex string, as `Batch::trace_id` spells them.
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+    out.push(b'"');
 }
 
 /// RFC 3339 UTC with nanoseconds; the date part is formatted once per second.
@@ -600,10 +614,10 @@ mod tests {
 
     #[test]
     fn strings_are_escaped() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_str(&mut s, "a\"b\\c\n\u{1}é");
         assert_eq!(
-            serde_json::from_str::<String>(&s).unwrap(),
+            serde_json::from_slice::<String>(&s).unwrap(),
             "a\"b\\c\n\u{1}é"
         );
     }

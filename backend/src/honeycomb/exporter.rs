@@ -169,6 +169,17 @@ struct Open {
     opened: Instant,
 }
 
+impl Open {
+    fn new() -> Self {
+        Self {
+            body: Vec::with_capacity(64 << 10),
+            events: 0,
+            bytes: 0,
+            opened: Instant::now(),
+        }
+    }
+}
+
 struct Encoder {
     zstd: Option<zstd::bulk::Compressor<'static>>,
     compression: Compression,
@@ -248,30 +259,22 @@ fn encode_loop(core: &Core, tx: &mpsc::Sender<Sealed>) {
                         core.queue.release(1, share);
                         continue;
                     }
-                    let o = open.entry(dataset.clone()).or_insert_with(|| Open {
-                        body: Vec::with_capacity(64 << 10),
-                        events: 0,
-                        bytes: 0,
-                        opened: Instant::now(),
+                    // Keyed lookups by &str: the dataset name is cloned only when a batch opens.
+                    let full = open.get(dataset.as_str()).is_some_and(|o| {
+                        o.events > 0 && o.body.len() + event.len() + 2 > MAX_BATCH_BYTES
                     });
-                    if o.events > 0 && o.body.len() + event.len() + 2 > MAX_BATCH_BYTES {
-                        let full = std::mem::replace(
-                            o,
-                            Open {
-                                body: Vec::with_capacity(64 << 10),
-                                events: 0,
-                                bytes: 0,
-                                opened: Instant::now(),
-                            },
-                        );
-                        seal(core, &mut enc, tx, dataset.clone(), full);
+                    if full {
+                        if let Some(o) = open.remove(dataset.as_str()) {
+                            seal(core, &mut enc, tx, dataset.clone(), o);
+                        }
                     }
-                    let o = open.entry(dataset.clone()).or_insert_with(|| Open {
-                        body: Vec::new(),
-                        events: 0,
-                        bytes: 0,
-                        opened: Instant::now(),
-                    });
+                    if !open.contains_key(dataset.as_str()) {
+                        open.insert(dataset.clone(), Open::new());
+                    }
+                    let Some(o) = open.get_mut(dataset.as_str()) else {
+                        core.queue.release(1, share);
+                        continue;
+                    };
                     o.body.push(if o.events == 0 { b'[' } else { b',' });
                     o.body.extend_from_slice(&event);
                     o.events += 1;

