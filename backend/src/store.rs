@@ -568,7 +568,7 @@ impl Store {
                     + s.labels.len() * (8 + 4)
                     + 32
                     + match &s.data {
-                        Data::Grid { grid, .. } => grid.bytes(),
+                        Data::Grid { grid, .. } => grid.heap_bytes(),
                         Data::Raw(v) => v.capacity() * 16,
                     }
             })

@@ -149,7 +149,7 @@ pub enum Bench {
     Plain,
     /// Envoy's native JSON access log (Istio's default JSON fields) to this file.
     AccessLog(PathBuf),
-    /// The waggle filter, delivering to the backend's ingest port.
+    /// A proxy-wasm filter (waggle's, or the empty baseline), delivering to the backend's ingest port.
     Filter { wasm: PathBuf, ingest_port: u16 },
 }
 

@@ -24,11 +24,16 @@ pub fn built_filter_wasm() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WAGGLE_FILTER_WASM") {
         return Some(PathBuf::from(p));
     }
+    built_wasm("waggle_filter.wasm")
+}
+
+/// `wasm32-wasip1/release/<name>` in the target directory this executable was built in.
+pub fn built_wasm(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     exe.ancestors()
         .skip(1)
         .take(3)
-        .map(|t| t.join("wasm32-wasip1/release/waggle_filter.wasm"))
+        .map(|t| t.join("wasm32-wasip1/release").join(name))
         .find(|p| p.is_file())
 }
 

@@ -77,6 +77,7 @@ pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(not(target_family = "wasm"))]
     use proptest::prelude::*;
 
     /// Bytes captured from Envoy 1.40 for `services: [{host: podinfo.test.svc.cluster.local,
@@ -114,6 +115,7 @@ mod tests {
         assert_eq!(pairs(&[255, 255, 255, 255, 0, 0]), None);
     }
 
+    #[cfg(not(target_family = "wasm"))]
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

