@@ -108,24 +108,7 @@ impl Sidecar {
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": inbound, "timeout": "10s"}}]
                             }]},
                             "http_filters": [
-                                {
-                                    "name": "waggle",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                        "config": {
-                                            "name": "waggle",
-                                            "root_id": "waggle",
-                                            "configuration": {
-                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                "value": self.plugin_config
-                                            },
-                                            "vm_config": {
-                                                "runtime": "envoy.wasm.runtime.v8",
-                                                "code": {"local": {"filename": self.wasm}}
-                                            }
-                                        }
-                                    }
-                                },
+                                wasm_filter(&self.wasm, &self.plugin_config),
                                 {"name": "envoy.filters.http.router", "typed_config": {
                                     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                             ]
@@ -140,6 +123,29 @@ impl Sidecar {
             }
         })
     }
+}
+
+/// The HTTP filter entry that loads `wasm` in V8 with this plugin configuration, as a
+/// WasmPlugin does.
+fn wasm_filter(wasm: &Path, plugin_config: &str) -> Value {
+    json!({
+        "name": "waggle",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "waggle",
+                "root_id": "waggle",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": plugin_config
+                },
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm}}
+                }
+            }
+        }
+    })
 }
 
 /// What a benchmark listener runs in front of its direct response.
@@ -200,18 +206,7 @@ pub fn direct_response_bootstrap(listen_port: u16, admin_port: u16, mode: &Bench
             }));
         }
         Bench::Filter { wasm, ingest_port } => {
-            http_filters.push(json!({
-                "name": "waggle",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": "waggle",
-                        "root_id": "waggle",
-                        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "{}"},
-                        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm}}}
-                    }
-                }
-            }));
+            http_filters.push(wasm_filter(wasm, "{}"));
             clusters.push(static_cluster(INGEST_CLUSTER, *ingest_port, json!({})));
         }
     }

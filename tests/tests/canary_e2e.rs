@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use waggle::analyze::canary::Check;
 use waggle::analyze::{Analysis, Iteration, Manifests, Options};
 use waggle_tests::canary::{self, Load, Runtime, Side};
 use waggle_tests::prom::Waggle;
@@ -117,6 +118,14 @@ fn words(its: &[Iteration]) -> Vec<&'static str> {
     its.iter().map(|i| i.decision.word()).collect()
 }
 
+/// The iteration's result for one metric template.
+fn check<'a>(it: &'a Iteration, metric: &str) -> &'a Check {
+    it.checks
+        .iter()
+        .find(|c| c.metric == metric)
+        .unwrap_or_else(|| panic!("no {metric} check in {:?}", it.messages))
+}
+
 fn messages(its: &[Iteration]) -> String {
     its.iter().map(|i| i.line()).collect::<Vec<_>>().join("\n")
 }
@@ -132,11 +141,7 @@ fn a_healthy_canary_is_promoted() {
         "{}",
         messages(&its)
     );
-    let sr = its[1]
-        .checks
-        .iter()
-        .find(|c| c.metric == "request-success-rate")
-        .unwrap();
+    let sr = check(&its[1], "request-success-rate");
     assert_eq!(sr.value, Some(100.0));
     assert_eq!(rig.load.stats.not_from_app.load(Relaxed), 0);
 }
@@ -154,11 +159,7 @@ fn a_canary_returning_20_percent_5xx_is_rolled_back() {
         messages(&its)
     );
     for it in &its[1..3] {
-        let sr = it
-            .checks
-            .iter()
-            .find(|c| c.metric == "request-success-rate")
-            .unwrap();
+        let sr = check(it, "request-success-rate");
         let v = sr.value.expect("a value");
         assert!((70.0..90.0).contains(&v), "success rate {v}");
         assert!(
@@ -182,17 +183,9 @@ fn a_canary_300ms_slower_is_rolled_back_on_request_duration() {
         messages(&its)
     );
     for it in &its[1..3] {
-        let d = it
-            .checks
-            .iter()
-            .find(|c| c.metric == "request-duration")
-            .unwrap();
+        let d = check(it, "request-duration");
         assert!(d.value.expect("a value") > 200.0);
-        let sr = it
-            .checks
-            .iter()
-            .find(|c| c.metric == "request-success-rate")
-            .unwrap();
+        let sr = check(it, "request-success-rate");
         assert!(sr.failure.is_none(), "only latency fails");
         assert!(
             it.messages[0].contains("advancement request duration"),
@@ -214,11 +207,7 @@ fn a_canary_without_traffic_halts_and_says_why() {
         "{}",
         messages(&its)
     );
-    let sr = its[1]
-        .checks
-        .iter()
-        .find(|c| c.metric == "request-success-rate")
-        .unwrap();
+    let sr = check(&its[1], "request-success-rate");
     assert!(sr
         .failure
         .as_deref()

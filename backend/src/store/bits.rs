@@ -341,6 +341,7 @@ mod tests {
             let bits = encode(&deltas).len as f64 / deltas.len() as f64;
             let entropy = 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E * lambda).log2();
             // A plain Rice code of the increments pays about log2(λ) + 2 bits.
+            eprintln!("λ={lambda}: {bits:.2} bits a step, entropy {entropy:.2}");
             assert!(
                 bits < entropy + 1.0,
                 "λ={lambda}: {bits:.2} bits a step, entropy {entropy:.2}"
