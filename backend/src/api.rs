@@ -7,45 +7,61 @@ pub mod json;
 pub mod params;
 pub mod query;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Settings;
+use crate::db::Db;
 use crate::honeycomb::query::HoneycombQuery;
 use crate::honeycomb::Exporter;
 use crate::mesh::Mesh;
+use crate::promql::pool::Pool;
 use crate::self_metrics::SelfMetrics;
 use crate::store::Store;
 
-/// What one lock guards: the store and the family table that writes into it.
-pub struct Db {
-    pub store: Store,
-    pub mesh: Mesh,
-}
-
 pub struct AppState {
-    pub db: RwLock<Db>,
+    pub db: Db,
+    /// The threads queries, metadata lookups and explanations run on.
+    pub pool: Pool,
     pub settings: Settings,
     pub metrics: SelfMetrics,
-    /// False once shutdown starts.
+    /// True once the store is restored and until shutdown starts: whether Flagger can be served.
     pub ready: AtomicBool,
     pub exporter: Option<Arc<Exporter>>,
     pub honeycomb_query: Option<Arc<HoneycombQuery>>,
+    pub ingest: ingest::Gate,
+    pub connections: crate::serve::Connections,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(settings: Settings, exporter: Option<Arc<Exporter>>) -> Shared {
-        let db = Db {
-            store: Store::new(settings.limits),
-            mesh: Mesh::new(settings.families.clone()),
-        };
+    /// Builds the state around an empty store (must run inside a Tokio runtime).
+    pub fn new(settings: Settings, exporter: Option<Arc<Exporter>>) -> std::io::Result<Shared> {
+        let store = Store::new(settings.limits);
+        Self::with_store(settings, exporter, store)
+    }
+
+    /// Builds the state around `store` (a restored one, for instance).
+    pub fn with_store(
+        settings: Settings,
+        exporter: Option<Arc<Exporter>>,
+        store: Store,
+    ) -> std::io::Result<Shared> {
+        let db = Db::start(
+            store,
+            Mesh::new(settings.families.clone()),
+            crate::db::writer::Options {
+                auto_maintain: true,
+            },
+        )?;
+        let pool = Pool::new(settings.server.query_max_concurrency)?;
         let honeycomb_query = settings
             .honeycomb_query
             .clone()
@@ -56,14 +72,18 @@ impl AppState {
                     None
                 }
             });
-        Arc::new(Self {
-            db: RwLock::new(db),
+        let ingest = ingest::Gate::new(&settings);
+        Ok(Arc::new(Self {
+            db,
+            pool,
             settings,
             metrics: SelfMetrics::default(),
             ready: AtomicBool::new(true),
             exporter,
             honeycomb_query,
-        })
+            ingest,
+            connections: crate::serve::Connections::default(),
+        }))
     }
 }
 
@@ -89,8 +109,38 @@ pub fn query_router(state: Shared) -> Router {
         )
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
+        .route("/-/export", get(export).head(export))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), buffer_body))
         .with_state(state)
+}
+
+/// Largest query-API request body (a form POST with a long query).
+const MAX_QUERY_BODY: usize = 4 << 20;
+
+/// Reads a query-API request's body within `--body-read-timeout` and [`MAX_QUERY_BODY`], so
+/// no extractor waits on a slow client.
+async fn buffer_body(
+    axum::extract::State(st): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let timeout = st.settings.server.body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_QUERY_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            return error::ApiError::bad_data(format!("could not read the request body (at most {MAX_QUERY_BODY} bytes): {e}")).into_response()
+        }
+        Err(_) => {
+            return error::ApiError::new(
+                error::ErrorType::RequestTimeout,
+                format!("the request body did not arrive within {} ms", timeout.as_millis()),
+            )
+            .into_response()
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 /// `/v1/events` and `/api/v1/write`.
@@ -98,9 +148,6 @@ pub fn ingest_router(state: Shared) -> Router {
     Router::new()
         .route("/v1/events", post(ingest::events))
         .route("/api/v1/write", post(ingest::remote_write))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.settings.max_body_bytes,
-        ))
         .with_state(state)
 }
 
@@ -108,46 +155,72 @@ async fn healthy() -> &'static str {
     "waggle is Healthy.\n"
 }
 
+/// Whether Flagger can be served: the store is up and not shutting down. Export health is
+/// `/-/export`'s business; a Honeycomb or remote-write outage never takes the query API out
+/// of its Service.
 async fn ready(axum::extract::State(st): axum::extract::State<Shared>) -> axum::response::Response {
-    if !st.ready.load(std::sync::atomic::Ordering::Relaxed) {
+    if !st.ready.load(Relaxed) {
         return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable: shutting down\n",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable: starting or shutting down\n",
         )
             .into_response();
     }
-    match &st.exporter {
-        Some(x) if !x.ready() => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "Service Unavailable: Honeycomb has not accepted the API key (see the log and waggle_honeycomb_key_accepted)\n",
-        )
-            .into_response(),
-        _ => "waggle is Ready.\n".into_response(),
+    "waggle is Ready.\n".into_response()
+}
+
+/// Export health: 200 when every configured export works, 503 naming the one that does not.
+async fn export(axum::extract::State(st): axum::extract::State<Shared>) -> axum::response::Response {
+    let mut problems = Vec::new();
+    if let Some(x) = &st.exporter {
+        if !x.ready() {
+            problems.push("Honeycomb has not accepted the API key (see the log and waggle_honeycomb_key_accepted)");
+        }
     }
+    if problems.is_empty() {
+        return "export is healthy (or off).\n".into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("export is unhealthy: {}\n", problems.join("; ")),
+    )
+        .into_response()
 }
 
 async fn metrics(axum::extract::State(st): axum::extract::State<Shared>) -> impl IntoResponse {
-    let (series, bytes, late) = match st.db.read() {
-        Ok(db) => (
-            db.store.series_count() as f64,
-            db.store.bytes() as f64,
-            db.store.stats.late_counts as f64,
-        ),
-        Err(_) => (f64::NAN, f64::NAN, f64::NAN),
-    };
+    let g = &st.db.gauges;
     let mut body = st.metrics.render(&[
-        ("waggle_series", "Series held in memory.", series),
+        (
+            "waggle_series",
+            "Series held in memory.",
+            g.series.load(Relaxed) as f64,
+        ),
         (
             "waggle_store_bytes",
-            "Approximate bytes of series data and labels.",
-            bytes,
+            "Approximate bytes of series data, labels and index (as of the last maintenance).",
+            g.bytes.load(Relaxed) as f64,
         ),
         (
             "waggle_late_counts",
             "Counts that arrived after their step left the mutable head.",
-            late,
+            g.late_counts.load(Relaxed) as f64,
+        ),
+        (
+            "waggle_query_slots_busy",
+            "Queries running or waiting for one of the --query-max-concurrency slots.",
+            st.pool.busy() as f64,
         ),
     ]);
+    st.ingest.render(&mut body);
+    for (listener, c) in [("query", &st.connections.query), ("ingest", &st.connections.ingest)] {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            body,
+            "waggle_connections_open{{listener=\"{listener}\"}} {}\nwaggle_connections_closed_idle_total{{listener=\"{listener}\"}} {}",
+            c.open.load(Relaxed),
+            c.closed_idle.load(Relaxed)
+        );
+    }
     if let Some(x) = &st.exporter {
         x.render(&mut body);
     }

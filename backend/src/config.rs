@@ -12,6 +12,10 @@ use crate::honeycomb::query::{QueryArgs, QuerySettings};
 use crate::honeycomb::settings::{ExportSettings, HoneycombArgs, HoneycombFile};
 use crate::store::Limits;
 
+pub mod server;
+
+pub use server::{ServerArgs, ServerSettings};
+
 /// Flags and environment variables. Every field is optional so a file or default can fill it.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
@@ -33,7 +37,7 @@ pub struct ServeArgs {
     /// A mesh series with no events for this long ends with a stale marker [default: 5m].
     #[arg(long, env = "WAGGLE_STALE_AFTER")]
     pub stale_after: Option<String>,
-    /// Most series held; new ones beyond it are refused and counted [default: 200000].
+    /// Most series held; new ones beyond it are refused and counted [default: 500000].
     #[arg(long, env = "WAGGLE_MAX_SERIES")]
     pub max_series: Option<usize>,
     /// Most remote-written samples kept per series [default: 100000].
@@ -67,6 +71,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WAGGLE_LOG_FORMAT")]
     pub log_format: Option<String>,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub honeycomb: HoneycombArgs,
     #[command(flatten)]
     pub honeycomb_query: QueryArgs,
@@ -91,6 +97,11 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     log_level: Option<String>,
     log_format: Option<String>,
+    query_max_concurrency: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
     #[serde(default)]
     families: Vec<FamilyConfig>,
     #[serde(default)]
@@ -122,6 +133,7 @@ pub struct Settings {
     pub log_level: String,
     pub log_json: bool,
     pub families: Vec<Family>,
+    pub server: ServerSettings,
     /// Honeycomb export; off when no key is configured.
     pub honeycomb: Option<ExportSettings>,
     /// The Honeycomb query mode; off when no query key is configured.
@@ -186,7 +198,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     ))
 }
 
-fn duration(
+pub(crate) fn duration(
     field: &'static str,
     flag: &Option<String>,
     file: &Option<String>,
@@ -247,7 +259,10 @@ impl ServeArgs {
                 reason: "must be at least one resolution step".into(),
             });
         }
-        let max_series = self.max_series.or(file.max_series).unwrap_or(200_000);
+        let max_series = self
+            .max_series
+            .or(file.max_series)
+            .unwrap_or(crate::store::DEFAULT_MAX_SERIES);
         if max_series == 0 {
             return Err(ConfigError::Invalid {
                 field: "max_series",
@@ -296,6 +311,13 @@ impl ServeArgs {
                 reason: format!("{log_format:?} is neither text nor json"),
             });
         }
+        let server = self.server.resolve(&server::ServerFile {
+            query_max_concurrency: file.query_max_concurrency,
+            max_connections: file.max_connections,
+            header_read_timeout: file.header_read_timeout.clone(),
+            body_read_timeout: file.body_read_timeout.clone(),
+            idle_timeout: file.idle_timeout.clone(),
+        })?;
         let honeycomb = self.honeycomb.resolve(&file.honeycomb)?;
         let honeycomb_query = self.honeycomb_query.resolve(
             &self.honeycomb.base_url(&file.honeycomb),
@@ -349,6 +371,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| "info".into()),
             log_json: log_format == "json",
             families,
+            server,
             honeycomb,
             honeycomb_query,
         })

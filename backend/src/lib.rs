@@ -4,10 +4,12 @@
 pub mod analyze;
 pub mod api;
 pub mod config;
+pub mod db;
 pub mod families;
 pub mod honeycomb;
 pub mod labels;
 pub mod mesh;
+pub mod prompb;
 pub mod promql;
 pub mod self_metrics;
 pub mod serve;

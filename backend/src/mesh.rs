@@ -1,5 +1,9 @@
 //! Mesh events into counters: per batch, each request shape is resolved to its series once,
 //! records are summed per (shape, step), and each series is touched once per step.
+//!
+//! The work is split so the store is held only briefly: [`Mesh::plans`] resolves shapes to
+//! series (creating them in calls the caller can slice), [`Mesh::counts`] sums a batch into
+//! per-series additions without touching the store, and the caller applies them.
 
 use std::sync::Arc;
 
@@ -8,16 +12,18 @@ use waggle_wire::{Batch, Key};
 
 use crate::families::{le, Family, Kind, Measure};
 use crate::labels::METRIC_NAME;
-use crate::store::{self, SeriesId, Store};
+use crate::store::{self, Refused, SeriesId, Store};
 
 /// Where one family's events of one request shape go.
 #[derive(Debug, Clone)]
-enum Target {
+pub enum Target {
     Counter {
+        family: usize,
         id: Option<SeriesId>,
         measure: Measure,
     },
     Histogram {
+        family: usize,
         bounds: Arc<[f64]>,
         buckets: Vec<Option<SeriesId>>,
         sum: Option<SeriesId>,
@@ -34,15 +40,73 @@ impl Target {
             Target::Histogram { buckets, .. } => buckets.len() + 1,
         }
     }
+
+    /// The family, when some of its series were refused (the events are not counted there).
+    fn refused(&self) -> Option<usize> {
+        match self {
+            Target::Counter { family, id, .. } => id.is_none().then_some(*family),
+            Target::Histogram {
+                family,
+                buckets,
+                sum,
+                count,
+                ..
+            } => (buckets.iter().any(Option::is_none) || sum.is_none() || count.is_none())
+                .then_some(*family),
+        }
+    }
 }
 
-type Plan = Arc<[Target]>;
+pub type Plan = Arc<[Target]>;
+
+/// One counter addition: `count` at the step holding `ts_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Add {
+    pub id: SeriesId,
+    pub ts_ms: i64,
+    pub count: u64,
+}
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub events: u64,
+    /// New series the series limit refused.
     pub refused_series: u64,
+    /// Events not counted in a family because its series were refused, by family index.
+    pub refused_events: Vec<u64>,
+}
+
+impl Outcome {
+    pub fn merge(&mut self, o: &Outcome) {
+        self.events += o.events;
+        self.refused_series += o.refused_series;
+        if self.refused_events.len() < o.refused_events.len() {
+            self.refused_events.resize(o.refused_events.len(), 0);
+        }
+        for (a, b) in self.refused_events.iter_mut().zip(&o.refused_events) {
+            *a += b;
+        }
+    }
+
+    pub fn events_refused(&self) -> u64 {
+        self.refused_events.iter().sum()
+    }
+}
+
+/// One series a plan needs: its labels and kind.
+pub struct Wanted<'a> {
+    pub labels: Vec<(&'a str, String)>,
+    pub name: String,
+    pub scale: f64,
+}
+
+impl Wanted<'_> {
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self.labels.iter().map(|(l, v)| (*l, v.as_str())).collect();
+        all.push((METRIC_NAME, &self.name));
+        all
+    }
 }
 
 /// The family table plus a cache of resolved request shapes (cleared when series expire).
@@ -52,7 +116,7 @@ pub struct Mesh {
     bounds: Vec<Arc<[f64]>>,
     /// Plans by the hash of their field values (entries keep the values to rule out collisions).
     plans: FxHashMap<u64, Vec<(Vec<String>, Plan)>>,
-    series_seen: u64,
+    generation: u64,
 }
 
 const MAX_CACHED_PLANS: usize = 50_000;
@@ -70,7 +134,7 @@ impl Mesh {
             families,
             bounds,
             plans: FxHashMap::default(),
-            series_seen: 0,
+            generation: 0,
         }
     }
 
@@ -78,78 +142,75 @@ impl Mesh {
         &self.families
     }
 
-    fn plan(&mut self, store: &mut Store, batch: &Batch, key: &Key, refused: &mut u64) -> Plan {
-        // The identity of a shape is every field value any family uses. Hash them without
-        // allocating; compare in full only on a hash hit.
-        let values: [std::borrow::Cow<'_, str>; 28] =
-            crate::families::FIELDS.map(|(_, f)| f.value(batch, key));
-        let mut h = rustc_hash::FxHasher::default();
-        values
-            .iter()
-            .for_each(|v| std::hash::Hash::hash(v.as_ref(), &mut h));
-        let hash = std::hash::Hasher::finish(&h);
-        if self.series_seen != store.stats.series_expired || self.plans.len() > MAX_CACHED_PLANS {
-            self.plans.clear();
-            self.series_seen = store.stats.series_expired;
-        }
-        if let Some(hit) = self.plans.get(&hash).and_then(|entries| {
-            entries
-                .iter()
-                .find(|(stored, _)| stored.iter().zip(&values).all(|(a, b)| a == b.as_ref()))
-                .map(|(_, p)| p.clone())
-        }) {
-            return hit;
-        }
-        let owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let mut targets = Vec::new();
-        for (family, bounds) in self.families.iter().zip(&self.bounds) {
+    /// The series one request shape needs, in the order [`Mesh::build`] consumes them.
+    fn wanted(&self, batch: &Batch, key: &Key) -> Vec<Wanted<'_>> {
+        let mut out = Vec::new();
+        for family in &self.families {
             if family.reporter.is_some_and(|r| r != key.reporter) {
                 continue;
             }
-            let mut labels: Vec<(&str, String)> = family
+            let labels: Vec<(&str, String)> = family
                 .labels
                 .iter()
+                .filter(|(l, _)| l != "le")
                 .map(|(l, f)| (l.as_str(), f.value(batch, key).into_owned()))
                 .collect();
-            let mut series = |name: String, extra: Option<String>, scale: f64| {
-                labels.retain(|(l, _)| *l != "le");
-                if let Some(le) = extra {
-                    labels.push(("le", le));
-                }
-                let mut all: Vec<(&str, &str)> =
-                    labels.iter().map(|(l, v)| (*l, v.as_str())).collect();
-                all.push((METRIC_NAME, &name));
-                match store.series(&all, store::Kind::Counter { scale }) {
-                    Ok(id) => Some(id),
-                    Err(_) => {
-                        *refused += 1;
-                        None
-                    }
-                }
-            };
+            let scale = 1.0 / family.measure.base_per_unit();
             match &family.kind {
-                Kind::Counter => targets.push(Target::Counter {
-                    id: series(
-                        family.name.clone(),
-                        None,
-                        1.0 / family.measure.base_per_unit(),
-                    ),
-                    measure: family.measure,
+                Kind::Counter => out.push(Wanted {
+                    labels,
+                    name: family.name.clone(),
+                    scale,
                 }),
                 Kind::Histogram(units) => {
                     let name = format!("{}_bucket", family.name);
-                    let mut buckets: Vec<Option<SeriesId>> = units
-                        .iter()
-                        .map(|b| series(name.clone(), Some(le(*b)), 1.0))
-                        .collect();
-                    buckets.push(series(name, Some(le(f64::INFINITY)), 1.0));
-                    let sum = series(
-                        format!("{}_sum", family.name),
-                        None,
-                        1.0 / family.measure.base_per_unit(),
-                    );
-                    let count = series(format!("{}_count", family.name), None, 1.0);
+                    let bounds = units.iter().map(|b| le(*b)).chain([le(f64::INFINITY)]);
+                    for b in bounds {
+                        let mut l = labels.clone();
+                        l.push(("le", b));
+                        out.push(Wanted {
+                            labels: l,
+                            name: name.clone(),
+                            scale: 1.0,
+                        });
+                    }
+                    out.push(Wanted {
+                        labels: labels.clone(),
+                        name: format!("{}_sum", family.name),
+                        scale,
+                    });
+                    out.push(Wanted {
+                        labels,
+                        name: format!("{}_count", family.name),
+                        scale: 1.0,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Turns resolved ids (in [`Mesh::wanted`]'s order) into the shape's plan.
+    fn build(&self, key: &Key, ids: &[Result<SeriesId, Refused>]) -> Plan {
+        let mut ids = ids.iter().map(|r| r.as_ref().ok().copied());
+        let mut next = || ids.next().flatten();
+        let mut targets = Vec::new();
+        for (family_idx, (family, bounds)) in self.families.iter().zip(&self.bounds).enumerate() {
+            if family.reporter.is_some_and(|r| r != key.reporter) {
+                continue;
+            }
+            match &family.kind {
+                Kind::Counter => targets.push(Target::Counter {
+                    family: family_idx,
+                    id: next(),
+                    measure: family.measure,
+                }),
+                Kind::Histogram(units) => {
+                    let buckets = (0..=units.len()).map(|_| next()).collect();
+                    let sum = next();
+                    let count = next();
                     targets.push(Target::Histogram {
+                        family: family_idx,
                         bounds: bounds.clone(),
                         buckets,
                         sum,
@@ -159,26 +220,67 @@ impl Mesh {
                 }
             }
         }
-        let plan: Plan = targets.into();
-        self.plans
-            .entry(hash)
-            .or_default()
-            .push((owned, plan.clone()));
-        plan
+        targets.into()
     }
 
-    /// Counts every record of `batch` into the store, as of `now_ms`.
-    pub fn ingest(&mut self, store: &mut Store, batch: &Batch, now_ms: i64) -> Outcome {
-        let mut out = Outcome {
-            events: batch.records.len() as u64,
-            ..Outcome::default()
-        };
-        let plans: Vec<Plan> = batch
+    /// The plan of every key of `batch`. Shapes not cached are resolved through `resolve`
+    /// (which finds or creates series, e.g. with [`Store::series_many`]), one shape per call,
+    /// so a caller holding a lock can let go of it between calls. `generation` is the store's:
+    /// cached plans are dropped when it changes (series ids were removed or renumbered).
+    pub fn plans(
+        &mut self,
+        batch: &Batch,
+        generation: u64,
+        mut resolve: impl FnMut(&[Wanted<'_>]) -> Vec<Result<SeriesId, Refused>>,
+    ) -> (Vec<Plan>, u64) {
+        if self.generation != generation || self.plans.len() > MAX_CACHED_PLANS {
+            self.plans.clear();
+            self.generation = generation;
+        }
+        let mut refused = 0;
+        let plans = batch
             .keys
             .iter()
-            .map(|k| self.plan(store, batch, k, &mut out.refused_series))
+            .map(|key| {
+                // The identity of a shape is every field value any family uses. Hash them
+                // without allocating; compare in full only on a hash hit.
+                let values: [std::borrow::Cow<'_, str>; 28] =
+                    crate::families::FIELDS.map(|(_, f)| f.value(batch, key));
+                let mut h = rustc_hash::FxHasher::default();
+                values
+                    .iter()
+                    .for_each(|v| std::hash::Hash::hash(v.as_ref(), &mut h));
+                let hash = std::hash::Hasher::finish(&h);
+                if let Some(hit) = self.plans.get(&hash).and_then(|entries| {
+                    entries
+                        .iter()
+                        .find(|(stored, _)| stored.iter().zip(&values).all(|(a, b)| a == b.as_ref()))
+                        .map(|(_, p)| p.clone())
+                }) {
+                    return hit;
+                }
+                let wanted = self.wanted(batch, key);
+                let ids = resolve(&wanted);
+                refused += ids
+                    .iter()
+                    .filter(|r| matches!(r, Err(Refused::SeriesLimit(_))))
+                    .count() as u64;
+                let plan = self.build(key, &ids);
+                let owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                self.plans.entry(hash).or_default().push((owned, plan.clone()));
+                plan
+            })
             .collect();
-        let res = store.limits().resolution_ms;
+        (plans, refused)
+    }
+
+    /// Sums every record of `batch` into per-series additions, as of `now_ms`.
+    pub fn counts(&self, plans: &[Plan], batch: &Batch, now_ms: i64, res: i64) -> (Vec<Add>, Outcome) {
+        let mut out = Outcome {
+            events: batch.records.len() as u64,
+            refused_events: vec![0; self.families.len()],
+            ..Outcome::default()
+        };
         // (key, step) → offset of its accumulator in `acc`: [events, per-target slots..., sums...].
         let mut groups: FxHashMap<(u32, i64), usize> = FxHashMap::default();
         let mut acc: Vec<u64> = Vec::new();
@@ -186,8 +288,7 @@ impl Mesh {
             let Some(plan) = plans.get(r.key as usize) else {
                 continue;
             };
-            let end_ms = ((r.start_unix_us.saturating_add(r.duration_us)) / 1000)
-                .min(i64::MAX as u64) as i64;
+            let end_ms = (r.start_unix_us.saturating_add(r.duration_us) / 1000).min(i64::MAX as u64) as i64;
             let step = end_ms.min(now_ms).div_euclid(res);
             let width = 1 + plan.iter().map(|t| t.slots() + 1).sum::<usize>();
             let at = *groups.entry((r.key, step)).or_insert_with(|| {
@@ -200,35 +301,44 @@ impl Mesh {
             slots[0] += 1;
             let mut o = 1;
             for t in plan.iter() {
+                if let Some(f) = t.refused() {
+                    if let Some(c) = out.refused_events.get_mut(f) {
+                        *c += 1;
+                    }
+                }
                 match t {
-                    Target::Counter { measure, .. } => slots[o] += measure.of(r),
+                    Target::Counter { measure, .. } => {
+                        slots[o] = slots[o].saturating_add(measure.of(r));
+                    }
                     Target::Histogram {
                         bounds, measure, ..
                     } => {
                         let v = measure.of(r);
                         let b = bounds.partition_point(|bound| (v as f64) > *bound);
                         slots[o + b] += 1;
-                        slots[o + t.slots()] += v;
+                        slots[o + t.slots()] = slots[o + t.slots()].saturating_add(v);
                     }
                 }
                 o += t.slots() + 1;
             }
         }
+        let mut adds = Vec::new();
         for (&(key, step), &at) in &groups {
             let Some(plan) = plans.get(key as usize) else {
                 continue;
             };
             let Some(slots) = acc.get(at..) else { continue };
-            let ts = step * res;
+            let ts_ms = step * res;
             let events = slots[0];
+            let mut push = |id: &Option<SeriesId>, count: u64| {
+                if let Some(id) = id {
+                    adds.push(Add { id: *id, ts_ms, count });
+                }
+            };
             let mut o = 1;
             for t in plan.iter() {
                 match t {
-                    Target::Counter { id, .. } => {
-                        if let Some(id) = id {
-                            store.add(*id, ts, slots[o], now_ms);
-                        }
-                    }
+                    Target::Counter { id, .. } => push(id, slots[o]),
                     Target::Histogram {
                         buckets,
                         sum,
@@ -239,21 +349,35 @@ impl Mesh {
                         for (i, id) in buckets.iter().enumerate() {
                             cumulative += slots[o + i];
                             // Every bucket gets a sample, even +0, so all exist from the start.
-                            if let Some(id) = id {
-                                store.add(*id, ts, cumulative, now_ms);
-                            }
+                            push(id, cumulative);
                         }
-                        if let Some(id) = sum {
-                            store.add(*id, ts, slots[o + t.slots()], now_ms);
-                        }
-                        if let Some(id) = count {
-                            store.add(*id, ts, events, now_ms);
-                        }
+                        push(sum, slots[o + t.slots()]);
+                        push(count, events);
                     }
                 }
                 o += t.slots() + 1;
             }
         }
+        (adds, out)
+    }
+
+    /// All three steps at once, on a store the caller owns (tests, benchmarks, replay).
+    pub fn ingest(&mut self, store: &mut Store, batch: &Batch, now_ms: i64) -> Outcome {
+        let generation = store.generation();
+        let (plans, refused) = self.plans(batch, generation, |wanted| {
+            let pairs: Vec<Vec<(&str, &str)>> = wanted.iter().map(Wanted::pairs).collect();
+            store.series_many(
+                pairs
+                    .iter()
+                    .zip(wanted)
+                    .map(|(p, w)| (p.as_slice(), store::Kind::Counter { scale: w.scale })),
+            )
+        });
+        let (adds, mut out) = self.counts(&plans, batch, now_ms, store.limits().resolution_ms);
+        for a in adds {
+            store.add(a.id, a.ts_ms, a.count, now_ms);
+        }
+        out.refused_series = refused;
         out
     }
 }
@@ -304,7 +428,8 @@ mod tests {
             out,
             Outcome {
                 events: 200,
-                refused_series: 0
+                refused_series: 0,
+                refused_events: vec![0; builtin().len()],
             }
         );
         let name = |n: &str| Matcher::new(MatchOp::Equal, "__name__", n);
@@ -387,5 +512,26 @@ mod tests {
         let out = mesh.ingest(&mut store, &batch(&events), i64::MAX / 4);
         assert!(out.refused_series > 0);
         assert_eq!(store.series_count(), 5);
+        let families = builtin();
+        let not_counted: Vec<(&str, u64)> = families
+            .iter()
+            .zip(&out.refused_events)
+            .map(|(f, n)| (f.name.as_str(), *n))
+            .collect();
+        let requests = not_counted
+            .iter()
+            .find(|(f, _)| *f == "istio_requests_total")
+            .map_or(0, |x| x.1);
+        assert!(
+            requests > 0 && requests < 10,
+            "the first shapes got their series, the later ones not: {not_counted:?}"
+        );
+        assert!(
+            not_counted.iter().any(|(_, n)| *n == 10),
+            "every event of a refused family is reported: {not_counted:?}"
+        );
+        let symbols = store.symbols_len();
+        mesh.ingest(&mut store, &batch(&sample::inbound(10, 99, false)), i64::MAX / 4);
+        assert_eq!(store.symbols_len(), symbols, "refused label sets are not interned");
     }
 }

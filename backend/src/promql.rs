@@ -2,9 +2,11 @@
 
 pub mod aggregate;
 pub mod binary;
+pub mod depth;
 pub mod engine;
 pub mod format;
 pub mod functions;
+pub mod pool;
 pub mod value;
 
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality};
@@ -12,8 +14,10 @@ use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality};
 pub use engine::{Evaluator, Options};
 pub use value::{EvalError, Sample, Series, Value};
 
-/// Parses a query and rejects what the parser accepts but Prometheus 2.42 does not.
+/// Parses a query and rejects what the parser accepts but Prometheus 2.42 does not, and
+/// anything nested deeper than [`depth::MAX_DEPTH`] (before the parser builds its tree).
 pub fn parse(query: &str) -> Result<Expr, String> {
+    depth::check(query)?;
     functions::register_2_42_functions();
     let expr = promql_parser::parser::parse(query)?;
     check_dialect(&expr)?;

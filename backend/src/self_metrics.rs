@@ -11,14 +11,23 @@ pub enum Reject {
     TooLarge,
     Unauthorized,
     Refused,
+    /// An unsupported Content-Type or Content-Encoding.
+    Unsupported,
+    /// The body did not arrive within `--body-read-timeout`.
+    Timeout,
+    /// Memory or decode slots stayed taken until the body timeout.
+    Overloaded,
 }
 
 impl Reject {
-    const ALL: [Reject; 4] = [
+    const ALL: [Reject; 7] = [
         Reject::Malformed,
         Reject::TooLarge,
         Reject::Unauthorized,
         Reject::Refused,
+        Reject::Unsupported,
+        Reject::Timeout,
+        Reject::Overloaded,
     ];
 
     fn as_str(self) -> &'static str {
@@ -27,6 +36,9 @@ impl Reject {
             Reject::TooLarge => "too_large",
             Reject::Unauthorized => "unauthorized",
             Reject::Refused => "refused",
+            Reject::Unsupported => "unsupported",
+            Reject::Timeout => "timeout",
+            Reject::Overloaded => "overloaded",
         }
     }
 }
@@ -87,8 +99,8 @@ pub struct SelfMetrics {
     pub series_refused: AtomicU64,
     pub samples_written: AtomicU64,
     pub samples_rejected: AtomicU64,
-    rejected: [AtomicU64; 4],
-    rejected_remote_write: [AtomicU64; 4],
+    rejected: [AtomicU64; 7],
+    rejected_remote_write: [AtomicU64; 7],
     pub queries: AtomicU64,
     pub query_errors: AtomicU64,
     pub empty_results: AtomicU64,

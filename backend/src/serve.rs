@@ -1,15 +1,23 @@
 //! `waggle serve`: the listeners, store maintenance, and graceful shutdown on SIGTERM.
 
-use std::future::IntoFuture as _;
+pub mod listen;
+
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, Shared};
+use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::honeycomb::Exporter;
+
+/// Connection counts of both listeners.
+#[derive(Default)]
+pub struct Connections {
+    pub query: Arc<listen::Stats>,
+    pub ingest: Arc<listen::Stats>,
+}
 
 /// Runs until `stop` completes (see [`signal`] for SIGTERM and Ctrl-C). `bound` receives the
 /// actual addresses (for tests on port 0).
@@ -22,7 +30,7 @@ pub async fn run(
         Some(h) => Some(Exporter::start(h).context("starting the Honeycomb exporter")?),
         None => None,
     };
-    let state = AppState::new(settings.clone(), exporter.clone());
+    let state = AppState::new(settings.clone(), exporter.clone()).context("starting the store")?;
     let same = settings.listen == settings.ingest_listen;
     let query = TcpListener::bind(settings.listen)
         .await
@@ -42,26 +50,28 @@ pub async fn run(
         let _ = tx.send((query_addr, ingest_addr));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(maintain(state.clone(), stop_rx.clone()));
+    let query_app = api::query_router(state.clone());
     let query_app = if same {
-        api::query_router(state.clone()).merge(api::ingest_router(state.clone()))
+        query_app.merge(api::ingest_router(state.clone()))
     } else {
-        api::query_router(state.clone())
+        query_app
     };
-    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let q = tokio::spawn(
-        axum::serve(query, query_app)
-            .with_graceful_shutdown(shutdown(stop_rx.clone()))
-            .into_future(),
-    );
+    let limits = settings.server;
+    let q = tokio::spawn(listen::serve(
+        query,
+        query_app,
+        limits,
+        state.connections.query.clone(),
+        stop_rx.clone(),
+    ));
     let i = ingest.map(|l| {
-        tokio::spawn(
-            axum::serve(l, api::ingest_router(state.clone()))
-                .with_graceful_shutdown(shutdown(stop_rx.clone()))
-                .into_future(),
-        )
+        tokio::spawn(listen::serve(
+            l,
+            api::ingest_router(state.clone()),
+            limits,
+            state.connections.ingest.clone(),
+            stop_rx.clone(),
+        ))
     });
     stop.await;
     tracing::info!("shutting down");
@@ -98,19 +108,4 @@ pub async fn signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Ends stale series and applies retention every few seconds.
-async fn maintain(state: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let now = api::now_ms();
-        if let Ok(mut db) = state.db.write() {
-            db.store.maintain(now);
-        }
-    }
 }

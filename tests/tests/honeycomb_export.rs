@@ -78,13 +78,23 @@ fn metric(w: &Waggle, series: &str) -> f64 {
     waggle_tests::prom::exposed(&text, series).unwrap_or_else(|| panic!("{series} not in /metrics"))
 }
 
-fn ready(w: &Waggle) -> u16 {
+fn status(w: &Waggle, path: &str) -> u16 {
     client()
-        .get(format!("{}/-/ready", w.base()))
+        .get(format!("{}{path}", w.base()))
         .send()
         .unwrap()
         .status()
         .as_u16()
+}
+
+/// Export health (`/-/export`); `/-/ready` must stay 200 throughout, whatever Honeycomb does.
+fn export_ok(w: &Waggle) -> u16 {
+    assert_eq!(
+        status(w, "/-/ready"),
+        200,
+        "Honeycomb must never take the query API out of its Service"
+    );
+    status(w, "/-/export")
 }
 
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -227,7 +237,7 @@ fn every_field_reaches_honeycomb_with_its_type() {
         metric(&w, "waggle_honeycomb_events_sent_total"),
         evs.len() as f64
     );
-    assert_eq!(ready(&w), 200);
+    assert_eq!(export_ok(&w), 200);
 }
 
 #[test]
@@ -447,7 +457,7 @@ fn a_full_queue_drops_new_events_and_counts_them_exactly() {
 }
 
 #[test]
-fn a_refused_key_stops_export_and_fails_readiness_until_it_is_accepted() {
+fn a_refused_key_stops_export_and_fails_export_health_never_readiness() {
     let emu = Emulator::start();
     let wrong = "hcxik_01notarealkey";
     let base = emu.base();
@@ -462,8 +472,8 @@ fn a_refused_key_stops_export_and_fails_readiness_until_it_is_accepted() {
         "50ms",
     ])
     .unwrap();
-    eventually("a 503 from /-/ready after GET /1/auth", || {
-        emu.auth_calls() >= 1 && ready(&w) == 503
+    eventually("a 503 from /-/export after GET /1/auth", || {
+        emu.auth_calls() >= 1 && export_ok(&w) == 503
     });
     post(&w, wire(&events(50, 7), 1));
     eventually("drops counted as unauthorized", || {
@@ -476,13 +486,15 @@ fn a_refused_key_stops_export_and_fails_readiness_until_it_is_accepted() {
     assert_eq!(metric(&w, "waggle_honeycomb_key_accepted"), 0.0);
     // The key becomes valid (a rotated Secret, say): the recheck finds it and export resumes.
     emu.add_key(wrong, "ingest", true);
-    eventually("ready again", || ready(&w) == 200);
+    eventually("export healthy again", || export_ok(&w) == 200);
     post(&w, wire(&events(50, 8), 2));
     assert_eq!(emu.wait_for(50, WAIT), 50);
     // Revoked mid-run: the batch's 401 stops export and readiness at once.
     emu.revoke(wrong);
     post(&w, wire(&events(50, 9), 3));
-    eventually("not ready after a 401 on a batch", || ready(&w) == 503);
+    eventually("export unhealthy after a 401 on a batch", || {
+        export_ok(&w) == 503
+    });
     assert_eq!(emu.accepted_count(), 50);
     drop(w);
 
@@ -499,7 +511,7 @@ fn a_refused_key_stops_export_and_fails_readiness_until_it_is_accepted() {
     .unwrap();
     eventually("GET /1/auth", || emu.auth_calls() >= 1);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(ready(&w), 503);
+    assert_eq!(export_ok(&w), 503);
 }
 
 #[test]

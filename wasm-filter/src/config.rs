@@ -130,7 +130,12 @@ impl Config {
             Ok(())
         }
         range("flush_interval_ms", self.flush_interval_ms, 100, 60_000)?;
-        range("max_batch_events", self.max_batch_events, 1, 10_000)?;
+        range(
+            "max_batch_events",
+            self.max_batch_events,
+            1,
+            waggle_wire::MAX_BATCH_RECORDS,
+        )?;
         range(
             "max_buffer_events",
             self.max_buffer_events,

@@ -56,6 +56,14 @@ pub use event::{
 pub const MAGIC: [u8; 3] = *b"WGL";
 /// The format version this crate writes and reads.
 pub const VERSION: u8 = 1;
+/// Most records (and so request shapes) one batch may hold: the filter never sends more, and
+/// the backend refuses batches that do.
+pub const MAX_BATCH_RECORDS: usize = 10_000;
+/// Most events a sender may report dropped in one batch; more is refused as absurd.
+pub const MAX_DROPPED: u64 = 1 << 40;
+/// Longest request duration a batch may carry (a year); longer is refused as absurd, so duration
+/// sums of any realistic traffic stay exact.
+pub const MAX_DURATION_US: u64 = 365 * 24 * 3600 * 1_000_000;
 /// The MIME type of an encoded batch.
 pub const CONTENT_TYPE: &str = "application/x-waggle-batch";
 

@@ -16,15 +16,20 @@ pub enum ErrorType {
     Internal,
     Unavailable,
     NotFound,
-    /// Not a Prometheus type: ingest refusals (401, 413, 429) keep the envelope.
+    /// Not Prometheus types: ingest refusals (401, 408, 413, 415) keep the envelope.
     Unauthorized,
     TooLarge,
+    RequestTimeout,
+    UnsupportedMedia,
 }
 
 impl ErrorType {
     fn as_str(self) -> &'static str {
         match self {
-            ErrorType::BadData | ErrorType::TooLarge => "bad_data",
+            ErrorType::BadData
+            | ErrorType::TooLarge
+            | ErrorType::RequestTimeout
+            | ErrorType::UnsupportedMedia => "bad_data",
             ErrorType::Execution => "execution",
             ErrorType::Timeout => "timeout",
             ErrorType::Canceled => "canceled",
@@ -44,6 +49,8 @@ impl ErrorType {
             ErrorType::NotFound => StatusCode::NOT_FOUND,
             ErrorType::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorType::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorType::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 }

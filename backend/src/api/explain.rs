@@ -5,10 +5,14 @@
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, VectorSelector};
 
+use std::time::Instant;
+
+use crate::db::Lock;
 use crate::labels::METRIC_NAME;
 use crate::promql::engine::duration_ms;
 use crate::promql::format::timestamp;
-use crate::store::{is_stale, Store};
+use crate::promql::Options;
+use crate::store::is_stale;
 
 fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e VectorSelector, i64)>) {
     match e {
@@ -52,13 +56,47 @@ fn describe(m: &Matcher) -> String {
     format!("{}{op}{:?}", m.name, m.value)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
+/// Work one explanation may do (series visited, samples decoded, edit-distance cells), on
+/// top of the query's own deadline: past it, reasons get shorter instead of slower.
+const WORK: u64 = 2_000_000;
+/// Longest prefix of a label value compared by edit distance.
+const MAX_COMPARED: usize = 64;
+
+/// The explanation's allowance of work and time.
+struct Budget {
+    left: u64,
+    deadline: Instant,
+}
+
+impl Budget {
+    /// Takes `n` units; false (and nothing left) once the work or the time is spent.
+    fn spend(&mut self, n: u64) -> bool {
+        if self.left < n || Instant::now() > self.deadline {
+            self.left = 0;
+            return false;
+        }
+        self.left -= n;
+        true
+    }
+
+    fn spent(&self) -> bool {
+        self.left == 0
+    }
+}
+
+const SPENT: &str = "(waggle stopped looking closer: the explanation's work or time budget is spent)";
+
+fn edit_distance(a: &str, b: &str, budget: &mut Budget) -> Option<usize> {
+    let a: Vec<char> = a.chars().take(MAX_COMPARED).collect();
+    let b: Vec<char> = b.chars().take(MAX_COMPARED).collect();
+    if !budget.spend((a.len() as u64 + 1) * (b.len() as u64 + 1)) {
+        return None;
+    }
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
+    for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != cb);
             let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
             let ins = cur.get(j).copied().unwrap_or(0) + 1;
             if let Some(c) = cur.get_mut(j + 1) {
@@ -67,20 +105,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
         prev = cur;
     }
-    prev.last().copied().unwrap_or(0)
+    prev.last().copied()
 }
 
-/// Up to five existing values, closest to `wanted` first.
-fn closest(values: Vec<String>, wanted: &str) -> String {
+/// Up to five existing values, closest to `wanted` first (in name order once the budget is
+/// spent).
+fn closest(values: Vec<String>, wanted: &str, budget: &mut Budget) -> String {
     let mut v: Vec<(usize, String)> = values
         .into_iter()
         .map(|x| {
             let d = if x.contains(wanted) || wanted.contains(x.as_str()) {
-                0
+                Some(0)
+            } else if budget.spent() {
+                None
             } else {
-                edit_distance(&x, wanted)
+                edit_distance(&x, wanted, budget)
             };
-            (d, x)
+            (d.unwrap_or(usize::MAX), x)
         })
         .collect();
     v.sort();
@@ -107,14 +148,12 @@ fn ago(ms: i64) -> String {
 }
 
 /// Reasons, one per selector that explains the gap; a NaN note when every selector had data.
-pub fn why_empty(
-    store: &Store,
-    e: &Expr,
-    start: i64,
-    end: i64,
-    lookback: i64,
-    now: i64,
-) -> Vec<String> {
+/// Bounded by the query's deadline and [`WORK`].
+pub fn why_empty(lock: &Lock, e: &Expr, (start, end): (i64, i64), opts: Options, now: i64) -> Vec<String> {
+    let mut budget = Budget {
+        left: WORK,
+        deadline: opts.deadline,
+    };
     let mut sels = Vec::new();
     selectors(e, &mut sels);
     let mut out = Vec::new();
@@ -125,44 +164,64 @@ pub fn why_empty(
         } else {
             vs.to_string()
         };
-        let ids = store.select(&ms);
-        if ids.is_empty() {
-            out.push(no_series(store, &shown, &ms));
+        let ids = lock.read().select(&ms);
+        if !budget.spend(ids.len() as u64) {
+            out.push(format!("{shown} matched {} series {SPENT}", ids.len()));
             continue;
         }
-        let window = if range > 0 { range } else { lookback };
-        let lookback_from = end - store.limits().retention_ms;
-        let newest = ids
-            .iter()
-            .filter_map(|id| {
-                store
-                    .samples(*id, lookback_from, end, now)
-                    .into_iter()
-                    .rev()
-                    .find(|(_, v)| !is_stale(*v))
-            })
-            .map(|(t, _)| t)
-            .max();
-        match newest {
-            None => out.push(format!("{shown} matched {} series, but none has a sample at or before {}", ids.len(), timestamp(end))),
-            Some(t) if t < start - window => out.push(format!(
-                "{shown} matched {} series, but the newest sample is at {} ({} before the query time): the workload has had no traffic recently",
-                ids.len(),
-                timestamp(t),
-                ago(end - t)
-            )),
-            Some(_) if range > 0 => {
-                let with_two = ids.iter().filter(|id| store.samples(**id, end - range, end, now).iter().filter(|(_, v)| !is_stale(*v)).count() >= 2).count();
-                if with_two == 0 {
-                    out.push(format!(
-                        "{shown} matched {} series, but none has two samples in the {} window ending at {}, so rate() and friends have nothing to compute",
-                        ids.len(),
-                        ago(range),
-                        timestamp(end)
-                    ));
+        if ids.is_empty() {
+            out.push(no_series(lock, &shown, &ms, &mut budget));
+            continue;
+        }
+        let window = if range > 0 { range } else { opts.lookback_ms };
+        let from = start.saturating_sub(window);
+        let recent = {
+            let store = lock.read();
+            ids.iter().any(|id| store.has_sample(*id, from, end, now))
+        };
+        if !recent {
+            let newest = ids
+                .iter()
+                .take_while(|_| budget.spend(64))
+                .filter_map(|id| lock.read().newest_value_before(*id, end, now))
+                .map(|(t, _)| t)
+                .max();
+            out.push(match newest {
+                None if budget.spent() => format!("{shown} matched {} series, but none has a sample in the {} before {} {SPENT}", ids.len(), ago(window), timestamp(end)),
+                None => format!("{shown} matched {} series, but none has a sample at or before {}", ids.len(), timestamp(end)),
+                Some(t) => format!(
+                    "{shown} matched {} series, but the newest sample is at {} ({} before the query time): the workload has had no traffic recently",
+                    ids.len(),
+                    timestamp(t),
+                    ago(end - t)
+                ),
+            });
+            continue;
+        }
+        if range > 0 {
+            let mut with_two = 0;
+            let mut looked = true;
+            let mut samples = Vec::new();
+            for id in &ids {
+                samples.clear();
+                lock.read().samples_into(*id, end - range, end, now, &mut samples);
+                if !budget.spend(samples.len() as u64 + 1) {
+                    looked = false;
+                    break;
+                }
+                if samples.iter().filter(|(_, v)| !is_stale(*v)).count() >= 2 {
+                    with_two += 1;
+                    break;
                 }
             }
-            Some(_) => {}
+            if looked && with_two == 0 {
+                out.push(format!(
+                    "{shown} matched {} series, but none has two samples in the {} window ending at {}, so rate() and friends have nothing to compute",
+                    ids.len(),
+                    ago(range),
+                    timestamp(end)
+                ));
+            }
         }
     }
     if out.is_empty() {
@@ -175,23 +234,25 @@ pub fn why_empty(
     out
 }
 
-fn no_series(store: &Store, shown: &str, ms: &[Matcher]) -> String {
+fn no_series(lock: &Lock, shown: &str, ms: &[Matcher], budget: &mut Budget) -> String {
     let name = ms
         .iter()
         .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
         .map(|m| m.value.clone());
     if let Some(n) = &name {
-        if store
-            .select(&[Matcher::new(MatchOp::Equal, METRIC_NAME, n)])
-            .is_empty()
-        {
-            let names = store.label_values(METRIC_NAME, None);
+        let named = lock
+            .read()
+            .select(&[Matcher::new(MatchOp::Equal, METRIC_NAME, n)]);
+        if named.is_empty() {
+            let names = lock.read().label_values(METRIC_NAME, None);
             return format!(
                 "{shown} matched no series: no metric is named {n:?}{}",
                 if names.is_empty() {
                     " (the store is empty: is any sidecar sending events?)".to_owned()
+                } else if budget.spend(names.len() as u64) {
+                    format!("; closest names: {}", closest(names, n, budget))
                 } else {
-                    format!("; closest names: {}", closest(names, n))
+                    format!("; {} metric names exist {SPENT}", names.len())
                 }
             );
         }
@@ -204,13 +265,16 @@ fn no_series(store: &Store, shown: &str, ms: &[Matcher]) -> String {
             .filter(|(j, _)| *j != i)
             .map(|(_, x)| x.clone())
             .collect();
-        let ids = store.select(&rest);
+        let ids = lock.read().select(&rest);
+        if !budget.spend(ids.len() as u64 + 1) {
+            return format!("{shown} matched no series {SPENT}");
+        }
         if !ids.is_empty() {
-            let values = store.label_values(&m.name, Some(&ids));
+            let values = lock.read().label_values(&m.name, Some(&ids));
             let existing = if values.is_empty() {
                 format!("none of them has a {} label", m.name)
             } else {
-                format!("their {} values are {}", m.name, closest(values, &m.value))
+                format!("their {} values are {}", m.name, closest(values, &m.value, budget))
             };
             return format!(
                 "{shown} matched no series: {} series match everything but {}, and {existing}",
@@ -225,7 +289,16 @@ fn no_series(store: &Store, shown: &str, ms: &[Matcher]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Kind, Limits};
+    use crate::store::{Kind, Limits, Store};
+
+    fn opts() -> Options {
+        Options {
+            lookback_ms: 300_000,
+            subquery_step_ms: 60_000,
+            max_samples: 1_000_000,
+            deadline: Instant::now() + std::time::Duration::from_secs(10),
+        }
+    }
 
     #[test]
     fn names_the_matcher_and_the_values_that_exist() {
@@ -245,7 +318,8 @@ mod tests {
             s.add(id, now - 1000, 1, now);
         }
         let e = crate::promql::parse(r#"sum(rate(istio_requests_total{reporter="destination",destination_workload=~"podinfo"}[1m]))"#).unwrap();
-        let w = why_empty(&s, &e, now, now, 300_000, now);
+        let s = Lock::new(s);
+        let w = why_empty(&s, &e, (now, now), opts(), now);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
             w[0].contains(r#"destination_workload=~"podinfo""#),
@@ -259,14 +333,14 @@ mod tests {
         );
 
         let e = crate::promql::parse("istio_request_total").unwrap();
-        assert!(why_empty(&s, &e, now, now, 300_000, now)[0]
+        assert!(why_empty(&s, &e, (now, now), opts(), now)[0]
             .contains("closest names: \"istio_requests_total\""));
 
         let e = crate::promql::parse(
             r#"rate(istio_requests_total{destination_workload="podinfo-canary"}[1m])"#,
         )
         .unwrap();
-        let w = why_empty(&s, &e, now + 600_000, now + 600_000, 300_000, now + 600_000);
+        let w = why_empty(&s, &e, (now + 600_000, now + 600_000), opts(), now + 600_000);
         assert!(
             w[0].contains("no traffic recently") || w[0].contains("none has two samples"),
             "{w:?}"

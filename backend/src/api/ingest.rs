@@ -1,376 +1,392 @@
 //! `POST /v1/events` (waggle batches, or JSON for hand testing) and `POST /api/v1/write`
 //! (Prometheus remote write 1.0). Bad input is refused whole with a message naming the
-//! problem; nothing already stored is touched.
+//! problem; nothing already stored is touched. Bodies are read only once memory is granted
+//! for them ([`Gate`]), within `--body-read-timeout`, and decoded off the async workers.
+
+mod headers;
+mod json;
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use waggle_wire::{Batch, BatchBuilder, Event, Header, Protocol, Reporter, Service, Workload};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{ApiError, ErrorType};
 use super::{now_ms, Shared};
+use crate::db::DbError;
 use crate::self_metrics::Reject;
-use crate::store::{Kind, Refused};
+
+pub use crate::prompb::{
+    Label as RwLabel, Sample as RwSample, TimeSeries as RwTimeSeries, WriteRequest,
+};
+
+/// Remote-write requests decompressed and decoded at once: each may hold its decoded body
+/// (up to 8 × `--max-body-bytes`) until applied.
+const DECODE_SLOTS: usize = 2;
+
+/// What ingest may hold in memory at once, and the counters of what it turned away.
+pub struct Gate {
+    /// Bytes of request bodies being read, decoded or applied.
+    bytes: Arc<Semaphore>,
+    budget: usize,
+    decodes: Arc<Semaphore>,
+    /// Events not counted in a family because the series limit refused its series.
+    refused_by_family: Vec<(String, AtomicU64)>,
+    last_limit_log: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl Gate {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        // Room for 32 of the largest bodies, or many thousands of ordinary sidecar batches.
+        let budget = settings.max_body_bytes.saturating_mul(32).min(u32::MAX as usize);
+        Self {
+            bytes: Arc::new(Semaphore::new(budget)),
+            budget,
+            decodes: Arc::new(Semaphore::new(DECODE_SLOTS)),
+            refused_by_family: settings
+                .families
+                .iter()
+                .map(|f| (f.name.clone(), AtomicU64::new(0)))
+                .collect(),
+            last_limit_log: parking_lot::Mutex::new(None),
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "# HELP waggle_events_not_counted_total Events not counted in a family because the series limit refused its series.\n# TYPE waggle_events_not_counted_total counter\n");
+        for (family, n) in &self.refused_by_family {
+            let _ = writeln!(
+                out,
+                "waggle_events_not_counted_total{{family={}}} {}",
+                super::json::string(family),
+                n.load(Relaxed)
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP waggle_ingest_bytes_in_flight Bytes of ingest bodies held in memory.\n# TYPE waggle_ingest_bytes_in_flight gauge\nwaggle_ingest_bytes_in_flight {}\n",
+            self.budget.saturating_sub(self.bytes.available_permits())
+        );
+    }
+
+    /// Logs the series limit at most once every 10 s, with what it cost since.
+    fn log_limit(&self, limit: usize, refused_series: u64, not_counted: u64) {
+        let mut last = self.last_limit_log.lock();
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            limit,
+            refused_series,
+            events_not_counted = not_counted,
+            "Series limit reached: new series are refused and their events are not counted in those families (see waggle_events_not_counted_total; raise --max-series)."
+        );
+    }
+}
 
 fn refuse(st: &Shared, remote_write: bool, why: Reject, err: ApiError) -> ApiError {
     st.metrics.reject(remote_write, why);
-    tracing::warn!(endpoint = if remote_write { "remote_write" } else { "events" }, reason = %err.msg, "ingest request refused");
+    tracing::warn!(endpoint = if remote_write { "remote_write" } else { "events" }, reason = %err.msg, "Ingest request refused.");
     err
-}
-
-/// Checks the bearer token (when one is configured) and the body limit.
-fn admit(
-    st: &Shared,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    remote_write: bool,
-) -> Result<Bytes, ApiError> {
-    if let Some(token) = &st.settings.ingest_token {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
-        if !ok {
-            let msg = if given.is_none() {
-                "missing bearer token: this endpoint requires Authorization: Bearer <ingest token>"
-            } else {
-                "wrong bearer token"
-            };
-            return Err(refuse(
-                st,
-                remote_write,
-                Reject::Unauthorized,
-                ApiError::new(ErrorType::Unauthorized, msg),
-            ));
-        }
-    }
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            let msg = format!(
-                "request body exceeds the limit of {} bytes",
-                st.settings.max_body_bytes
-            );
-            refuse(
-                st,
-                remote_write,
-                Reject::TooLarge,
-                ApiError::new(ErrorType::TooLarge, msg),
-            )
-        } else {
-            refuse(
-                st,
-                remote_write,
-                Reject::Malformed,
-                ApiError::bad_data(format!("could not read the request body: {e}")),
-            )
-        }
-    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn events(
-    State(st): State<Shared>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = admit(&st, &headers, body, false)?;
-    let json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/json"));
-    let batches = if json {
-        json_batches(&body)
-            .map_err(|e| refuse(&st, false, Reject::Malformed, ApiError::bad_data(e)))?
-    } else {
-        vec![waggle_wire::decode(&body).map_err(|e| {
-            refuse(
-                &st,
-                false,
-                Reject::Malformed,
-                ApiError::bad_data(format!("malformed waggle batch: {e}")),
-            )
-        })?]
+/// Checks the bearer token, when one is configured.
+fn authorize(st: &Shared, headers: &HeaderMap, remote_write: bool) -> Result<(), ApiError> {
+    let Some(token) = &st.settings.ingest_token else {
+        return Ok(());
     };
-    let now = now_ms();
-    let (mut events, mut refused) = (0, 0);
-    {
-        let mut guard = st
-            .db
-            .write()
-            .map_err(|_| ApiError::new(ErrorType::Internal, "store lock poisoned"))?;
-        let db = &mut *guard;
-        for b in &batches {
-            let out = db.mesh.ingest(&mut db.store, b, now);
-            events += out.events;
-            refused += out.refused_series;
-            st.metrics
-                .events_dropped_by_sidecars
-                .fetch_add(b.header.dropped, Relaxed);
-        }
+    let given = headers::bearer(headers);
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return Ok(());
     }
-    st.metrics.events_ingested.fetch_add(events, Relaxed);
-    st.metrics
-        .batches_ingested
-        .fetch_add(batches.len() as u64, Relaxed);
-    if let Some(x) = &st.exporter {
-        for b in batches {
-            x.offer(b);
-        }
-    }
-    st.metrics.series_refused.fetch_add(refused, Relaxed);
-    if refused > 0 {
-        tracing::warn!(
-            refused,
-            limit = st.settings.limits.max_series,
-            "series limit reached; new series refused"
-        );
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        format!("{{\"accepted\":{events}}}"),
-    )
-        .into_response())
+    let msg = if given.is_none() {
+        "missing bearer token: this endpoint requires Authorization: Bearer <ingest token>"
+    } else {
+        "wrong bearer token"
+    };
+    Err(refuse(
+        st,
+        remote_write,
+        Reject::Unauthorized,
+        ApiError::new(ErrorType::Unauthorized, msg),
+    ))
 }
 
-/// The JSON event shape for hand testing: an array of these.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonEvent {
-    /// `destination` (inbound, the default) or `source`.
-    #[serde(default)]
-    reporter: Option<String>,
-    /// The reporting sidecar's workload.
-    workload: String,
-    namespace: String,
-    #[serde(default)]
-    app: Option<String>,
-    #[serde(default)]
-    version: Option<String>,
-    /// The other side of the request.
-    #[serde(default)]
-    peer_workload: Option<String>,
-    #[serde(default)]
-    peer_namespace: Option<String>,
-    #[serde(default)]
-    service: Option<String>,
-    response_code: u16,
-    duration_ms: f64,
-    #[serde(default)]
-    method: Option<String>,
-    /// When the request ended, in Unix milliseconds; now when absent.
-    #[serde(default)]
-    end_unix_ms: Option<i64>,
-    #[serde(default)]
-    grpc_status: Option<u32>,
-}
-
-fn json_batches(body: &[u8]) -> Result<Vec<Batch>, String> {
-    let events: Vec<JsonEvent> =
-        serde_json::from_slice(body).map_err(|e| format!("malformed JSON events: {e}"))?;
-    let now = now_ms();
-    let mut out = Vec::new();
-    for (i, j) in events.into_iter().enumerate() {
-        if !(j.duration_ms.is_finite() && j.duration_ms >= 0.0) {
-            return Err(format!(
-                "event {i}: duration_ms must be a non-negative number"
-            ));
+/// Reads the body once the gate grants memory for it, within the body timeout and size limit.
+async fn read_body(
+    st: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    remote_write: bool,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
+    let max = st.settings.max_body_bytes;
+    let too_large = || {
+        refuse(
+            st,
+            remote_write,
+            Reject::TooLarge,
+            ApiError::new(
+                ErrorType::TooLarge,
+                format!("request body exceeds the limit of {max} bytes"),
+            ),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let claim = declared.unwrap_or(max).clamp(1, max.min(st.ingest.budget)) as u32;
+    let timeout = st.settings.server.body_read_timeout;
+    let permit = match tokio::time::timeout(timeout, st.ingest.bytes.clone().acquire_many_owned(claim)).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            return Err(refuse(
+                st,
+                remote_write,
+                Reject::Overloaded,
+                ApiError::new(
+                    ErrorType::Unavailable,
+                    "ingest is holding as much as it may in memory; retry shortly",
+                ),
+            ))
         }
-        let reporter = match j.reporter.as_deref() {
-            None | Some("destination") => Reporter::Destination,
-            Some("source") => Reporter::Source,
-            Some(other) => {
-                return Err(format!(
-                    "event {i}: reporter {other:?} is neither \"destination\" nor \"source\""
+    };
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(b)) => Ok((b, permit)),
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                Err(too_large())
+            } else {
+                Err(refuse(
+                    st,
+                    remote_write,
+                    Reject::Malformed,
+                    ApiError::bad_data(format!("could not read the request body: {e}")),
                 ))
             }
-        };
-        let unknown = || "unknown".to_owned();
-        let app = j.app.clone().unwrap_or_else(|| j.workload.clone());
-        let version = j.version.clone().unwrap_or_else(unknown);
-        let duration_us = (j.duration_ms * 1000.0) as u64;
-        let end_us = u64::try_from(j.end_unix_ms.unwrap_or(now))
-            .map_err(|_| format!("event {i}: end_unix_ms is negative"))?
-            * 1000;
-        let peer_ns = j.peer_namespace.clone().unwrap_or_else(unknown);
-        let service_name = j.service.clone().unwrap_or_else(|| app.clone());
-        let service_ns = if reporter == Reporter::Destination {
-            j.namespace.clone()
-        } else {
-            peer_ns.clone()
-        };
-        let event = Event {
-            reporter,
-            start_unix_us: end_us.saturating_sub(duration_us),
-            duration_us,
-            response_code: j.response_code,
-            grpc_status: j.grpc_status,
-            response_flags: "-".into(),
-            protocol: if j.grpc_status.is_some() {
-                Protocol::Grpc
-            } else {
-                Protocol::Http
-            },
-            method: j.method.unwrap_or_else(|| "GET".into()),
-            request_bytes: 0,
-            response_bytes: 0,
-            peer: Workload {
-                workload: j.peer_workload.unwrap_or_else(unknown),
-                namespace: peer_ns,
-                app: unknown(),
-                version: unknown(),
-                canonical_service: unknown(),
-                canonical_revision: "latest".into(),
-                cluster: unknown(),
-            },
-            local_principal: unknown(),
-            peer_principal: unknown(),
-            service: Service {
-                host: format!("{service_name}.{service_ns}.svc.cluster.local"),
-                name: service_name,
-                namespace: service_ns,
-            },
-            upstream_cluster: String::new(),
-            trace_id: None,
-            path: None,
-        };
-        let header = Header {
-            local: Workload {
-                workload: j.workload,
-                namespace: j.namespace,
-                canonical_service: app.clone(),
-                canonical_revision: version.clone(),
-                app,
-                version,
-                cluster: "Kubernetes".into(),
-            },
-            mesh_id: "cluster.local".into(),
-            ..Header::default()
-        };
-        let mut b = BatchBuilder::new();
-        b.push(&event);
-        out.push(waggle_wire::decode(&b.finish(&header)).map_err(|e| e.to_string())?);
-    }
-    Ok(out)
-}
-
-/// Prometheus remote write 1.0 messages (`prompb`), declared by hand: no protoc needed.
-mod prompb {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
-        #[prost(message, repeated, tag = "1")]
-        pub labels: Vec<Label>,
-        #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
+        }
+        Err(_) => Err(refuse(
+            st,
+            remote_write,
+            Reject::Timeout,
+            ApiError::new(
+                ErrorType::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            ),
+        )),
     }
 }
 
-pub use prompb::{Label as RwLabel, Sample as RwSample, TimeSeries as RwTimeSeries, WriteRequest};
+/// Runs CPU-heavy decoding off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(ErrorType::Internal, format!("decoding failed: {e}")))
+}
 
-fn decode_write(st: &Shared, body: &[u8]) -> Result<WriteRequest, String> {
-    let len = snap::raw::decompress_len(body)
-        .map_err(|e| format!("body is not snappy-compressed (block format): {e}"))?;
-    // A tiny body may claim a huge output: bound it before allocating.
-    if len > st.settings.max_body_bytes.saturating_mul(8) {
+fn closed(_: DbError) -> ApiError {
+    ApiError::new(ErrorType::Unavailable, "waggle is shutting down")
+}
+
+/// Semantic bounds the wire decoder does not know: sizes and values no filter sends.
+fn check_batch(b: &waggle_wire::Batch) -> Result<(), String> {
+    use waggle_wire::{MAX_BATCH_RECORDS, MAX_DROPPED, MAX_DURATION_US};
+    if b.records.len() > MAX_BATCH_RECORDS || b.keys.len() > MAX_BATCH_RECORDS {
         return Err(format!(
-            "snappy body would decompress to {len} bytes, more than allowed"
+            "batch holds {} records and {} request shapes; at most {MAX_BATCH_RECORDS} of each are accepted",
+            b.records.len(),
+            b.keys.len()
         ));
     }
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| format!("corrupt snappy body: {e}"))?;
-    <WriteRequest as prost::Message>::decode(raw.as_slice())
-        .map_err(|e| format!("malformed remote-write protobuf: {e}"))
-}
-
-fn validate_series(i: usize, ts: &prompb::TimeSeries) -> Result<(), String> {
-    if ts.labels.is_empty() {
-        return Err(format!("series {i} has no labels"));
+    if b.header.dropped > MAX_DROPPED {
+        return Err(format!(
+            "batch reports {} dropped events, more than the {MAX_DROPPED} any sender can have dropped",
+            b.header.dropped
+        ));
     }
-    let mut names: Vec<&str> = Vec::with_capacity(ts.labels.len());
-    for l in &ts.labels {
-        if !crate::families::is_label_name(&l.name) {
-            return Err(format!("series {i}: invalid label name {:?}", l.name));
-        }
-        if l.name == crate::labels::METRIC_NAME && !crate::families::is_metric_name(&l.value) {
-            return Err(format!("series {i}: invalid metric name {:?}", l.value));
-        }
-        if names.contains(&l.name.as_str()) {
-            return Err(format!("series {i}: duplicate label name {:?}", l.name));
-        }
-        names.push(&l.name);
-    }
-    if ts
-        .samples
-        .windows(2)
-        .any(|w| w[1].timestamp <= w[0].timestamp)
+    if let Some((i, r)) = b
+        .records
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.duration_us > MAX_DURATION_US)
     {
         return Err(format!(
-            "series {i}: samples are not in increasing timestamp order"
+            "record {i} lasted {} µs, longer than the {MAX_DURATION_US} µs (a year) accepted",
+            r.duration_us
         ));
     }
     Ok(())
 }
 
+pub async fn events(
+    State(st): State<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&st, &headers, false)?;
+    let unsupported = |msg: String| refuse(&st, false, Reject::Unsupported, ApiError::new(ErrorType::UnsupportedMedia, msg));
+    let json = match headers::media_type(&headers).map_err(&unsupported)?.as_deref() {
+        Some("application/json") => true,
+        None | Some("application/x-waggle-batch") | Some("application/octet-stream") => false,
+        Some(other) => {
+            return Err(unsupported(format!(
+                "unsupported Content-Type {other:?}: send {} or application/json",
+                waggle_wire::CONTENT_TYPE
+            )))
+        }
+    };
+    if let Some(c) = headers::encodings(&headers).map_err(&unsupported)?.first() {
+        return Err(unsupported(format!(
+            "unsupported Content-Encoding {c:?}: send event batches uncompressed"
+        )));
+    }
+    let (body, _permit) = read_body(&st, &headers, body, false).await?;
+    let now = now_ms();
+    let batches = blocking(move || -> Result<Vec<waggle_wire::Batch>, String> {
+        let batches = if json {
+            json::batches(&body, now)?
+        } else {
+            vec![waggle_wire::decode(&body).map_err(|e| format!("malformed waggle batch: {e}"))?]
+        };
+        batches.iter().try_for_each(check_batch)?;
+        Ok(batches)
+    })
+    .await?
+    .map_err(|e| refuse(&st, false, Reject::Malformed, ApiError::bad_data(e)))?;
+    let dropped: u64 = batches.iter().map(|b| b.header.dropped).sum();
+    let n = batches.len() as u64;
+    let (out, batches) = st.db.events(batches, now).await.map_err(closed)?;
+    st.metrics.events_ingested.fetch_add(out.events, Relaxed);
+    st.metrics.batches_ingested.fetch_add(n, Relaxed);
+    let _ = st
+        .metrics
+        .events_dropped_by_sidecars
+        .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_add(dropped)));
+    st.metrics
+        .series_refused
+        .fetch_add(out.refused_series, Relaxed);
+    if let Some(x) = &st.exporter {
+        for b in batches {
+            x.offer(b);
+        }
+    }
+    let mut body = format!("{{\"accepted\":{}", out.events);
+    if out.events_refused() > 0 || out.refused_series > 0 {
+        let mut counts = Vec::new();
+        for ((family, total), n) in st.ingest.refused_by_family.iter().zip(&out.refused_events) {
+            if *n > 0 {
+                total.fetch_add(*n, Relaxed);
+                counts.push(format!("{}:{n}", super::json::string(family)));
+            }
+        }
+        let limit = st.settings.limits.max_series;
+        st.ingest
+            .log_limit(limit, out.refused_series, out.events_refused());
+        body.push_str(&format!(
+            ",\"series_limit\":{limit},\"refused_series\":{},\"not_counted\":{{{}}}",
+            out.refused_series,
+            counts.join(",")
+        ));
+    }
+    body.push('}');
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
 pub async fn remote_write(
     State(st): State<Shared>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = admit(&st, &headers, body, true)?;
-    let req = decode_write(&st, &body)
-        .map_err(|e| refuse(&st, true, Reject::Malformed, ApiError::bad_data(e)))?;
-    for (i, ts) in req.timeseries.iter().enumerate() {
-        validate_series(i, ts)
-            .map_err(|e| refuse(&st, true, Reject::Malformed, ApiError::bad_data(e)))?;
+    authorize(&st, &headers, true)?;
+    let unsupported = |msg: String| refuse(&st, true, Reject::Unsupported, ApiError::new(ErrorType::UnsupportedMedia, msg));
+    let codings = headers::encodings(&headers).map_err(&unsupported)?;
+    if let Some(c) = codings.iter().find(|c| *c != "snappy") {
+        return Err(unsupported(format!(
+            "unsupported Content-Encoding {c:?}: remote-write bodies are snappy-compressed (block format)"
+        )));
     }
-    let total: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
-    let now = now_ms();
-    let result = {
-        let mut db = st
-            .db
-            .write()
-            .map_err(|_| ApiError::new(ErrorType::Internal, "store lock poisoned"))?;
-        apply_write(&mut db.store, &req, now)
+    let (body, _permit) = read_body(&st, &headers, body, true).await?;
+    let malformed = |e: String| refuse(&st, true, Reject::Malformed, ApiError::bad_data(e));
+    let len = snap::raw::decompress_len(&body)
+        .map_err(|e| malformed(format!("body is not snappy-compressed (block format): {e}")))?;
+    // A tiny body may claim a huge output: bound it before allocating.
+    let max_decoded = st.settings.max_body_bytes.saturating_mul(8);
+    if len > max_decoded {
+        return Err(refuse(
+            &st,
+            true,
+            Reject::TooLarge,
+            ApiError::new(
+                ErrorType::TooLarge,
+                format!("snappy body would decompress to {len} bytes, more than the {max_decoded} allowed"),
+            ),
+        ));
+    }
+    let slot = match tokio::time::timeout(
+        st.settings.server.body_read_timeout,
+        st.ingest.decodes.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            return Err(refuse(
+                &st,
+                true,
+                Reject::Overloaded,
+                ApiError::new(
+                    ErrorType::Unavailable,
+                    "too many remote-write requests are being decoded; retry shortly",
+                ),
+            ))
+        }
     };
+    let req = blocking(move || -> Result<crate::prompb::Request, String> {
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .map_err(|e| format!("corrupt snappy body: {e}"))?;
+        crate::prompb::decode(raw, &crate::prompb::Limits::default()).map_err(|e| e.to_string())
+    })
+    .await?
+    .map_err(malformed)?;
+    let total = req.sample_count() as u64;
+    let result = st.db.write(req, now_ms()).await;
+    drop(slot);
     match result {
-        Ok(()) => {
-            st.metrics.samples_written.fetch_add(total as u64, Relaxed);
+        Ok(_) => {
+            st.metrics.samples_written.fetch_add(total, Relaxed);
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        Err(e) => {
-            st.metrics.samples_rejected.fetch_add(total as u64, Relaxed);
+        Err(DbError::Refused(e)) => {
+            st.metrics.samples_rejected.fetch_add(total, Relaxed);
+            if matches!(e, crate::store::Refused::SeriesLimit(_)) {
+                st.metrics.series_refused.fetch_add(1, Relaxed);
+            }
             Err(refuse(
                 &st,
                 true,
@@ -378,56 +394,6 @@ pub async fn remote_write(
                 ApiError::bad_data(e.to_string()),
             ))
         }
+        Err(e) => Err(closed(e)),
     }
-}
-
-/// All or nothing: every series and sample is checked before any is stored.
-pub fn apply_write(
-    store: &mut crate::store::Store,
-    req: &WriteRequest,
-    now: i64,
-) -> Result<(), Refused> {
-    let mut ids = Vec::with_capacity(req.timeseries.len());
-    for ts in &req.timeseries {
-        let labels: Vec<(&str, &str)> = ts
-            .labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect();
-        ids.push(store.series(&labels, Kind::Raw)?);
-    }
-    // Dry run against what is stored, so a bad sample late in the request stores nothing.
-    let min_ts = now - store.limits().retention_ms;
-    for (ts, id) in req.timeseries.iter().zip(&ids) {
-        let labels = || store.labels(*id).to_string();
-        if let Some(first) = ts.samples.first() {
-            if first.timestamp < min_ts {
-                return Err(Refused::TooOld {
-                    series: labels(),
-                    ts: first.timestamp,
-                });
-            }
-            if let Some((t, v)) = store.newest(*id, now) {
-                if first.timestamp < t {
-                    return Err(Refused::OutOfOrder {
-                        series: labels(),
-                        ts: first.timestamp,
-                        newest: t,
-                    });
-                }
-                if first.timestamp == t && first.value.to_bits() != v.to_bits() {
-                    return Err(Refused::Duplicate {
-                        series: labels(),
-                        ts: t,
-                    });
-                }
-            }
-        }
-    }
-    for (ts, id) in req.timeseries.iter().zip(&ids) {
-        for s in &ts.samples {
-            store.append(*id, s.timestamp, s.value, now)?;
-        }
-    }
-    Ok(())
 }

@@ -4,6 +4,7 @@
 use axum::http::{HeaderMap, Uri};
 
 use super::error::ApiError;
+use crate::promql::engine::{MAX_DURATION_MS, MAX_TIME_MS};
 
 pub struct Params(Vec<(String, String)>);
 
@@ -41,16 +42,19 @@ impl Params {
 }
 
 /// Unix seconds (fractions rounded to the millisecond, as Prometheus does) or RFC 3339.
+/// Times are clamped to ±[`MAX_TIME_MS`] (146 million years), so arithmetic on them cannot
+/// overflow; Prometheus's own limits are a little wider and as far from any real query.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
         if f.is_finite() {
             let secs = f.trunc();
             let ms = ((f - secs) * 1000.0).round();
-            return Ok(secs as i64 * 1000 + ms as i64);
+            let t = (secs * 1000.0 + ms).clamp(-(MAX_TIME_MS as f64), MAX_TIME_MS as f64);
+            return Ok(t as i64);
         }
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
+        return Ok(t.timestamp_millis().clamp(-MAX_TIME_MS, MAX_TIME_MS));
     }
     Err(format!("cannot parse {s:?} to a valid timestamp"))
 }
@@ -59,14 +63,14 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
         if f.is_finite() && f.abs() < 9.2e15 {
-            return Ok((f * 1000.0) as i64);
+            return Ok(((f * 1000.0) as i64).clamp(-MAX_DURATION_MS, MAX_DURATION_MS));
         }
         return Err(format!(
             "cannot parse {s:?} to a valid duration. It overflows int64"
         ));
     }
     crate::config::parse_duration(s)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_DURATION_MS))
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
@@ -94,6 +98,8 @@ mod tests {
             .contains("cannot parse \"x\" to a valid timestamp"));
         assert_eq!(parse_duration_ms("15s"), Ok(15_000));
         assert_eq!(parse_duration_ms("0.5"), Ok(500));
+        assert_eq!(parse_time("-9e15"), Ok(-MAX_TIME_MS), "clamped, never wrapped");
+        assert_eq!(parse_time("9e300"), Ok(MAX_TIME_MS));
     }
 
     #[test]

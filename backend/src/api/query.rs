@@ -12,6 +12,8 @@ use promql_parser::parser::Expr;
 use super::error::{ApiError, ErrorType};
 use super::params::{parse_duration_ms, time_param, Params};
 use super::{explain, json, now_ms, Shared};
+use crate::db::read;
+use crate::promql::pool::PoolError;
 use crate::promql::{self, Evaluator, Options, Value};
 
 fn ok(data: String, warnings: &[String]) -> Response {
@@ -22,8 +24,7 @@ fn ok(data: String, warnings: &[String]) -> Response {
         .into_response()
 }
 
-fn parse_query(p: &Params, wrap: bool) -> Result<std::sync::Arc<Expr>, ApiError> {
-    let q = p.get("query").unwrap_or("");
+fn parse_query(q: &str, wrap: bool) -> Result<std::sync::Arc<Expr>, ApiError> {
     let parsed = if q.trim().is_empty() {
         Err("1:1: parse error: no expression found in input".to_owned())
     } else {
@@ -47,22 +48,27 @@ fn deadline(st: &Shared, p: &Params) -> Result<Instant, ApiError> {
     Ok(Instant::now() + timeout)
 }
 
-/// Runs an evaluation off the async runtime, under the store's read lock.
-async fn evaluate<T: Send + 'static>(
+/// Runs `f` on a query thread (parsing, evaluation, explanation and rendering are CPU work
+/// that must not hold up the async workers), at most `--query-max-concurrency` at once.
+async fn on_pool<T: Send + 'static>(
     st: &Shared,
-    f: impl FnOnce(&crate::api::Db) -> Result<T, ApiError> + Send + 'static,
+    deadline: Instant,
+    f: impl FnOnce(&Shared) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let st2 = st.clone();
     let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        let db = st2
-            .db
-            .read()
-            .map_err(|_| ApiError::new(ErrorType::Internal, "store lock poisoned"))?;
-        f(&db)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorType::Internal, format!("query task failed: {e}")))?;
+    let out = st
+        .pool
+        .run(deadline, move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st2))).unwrap_or_else(
+                |_| Err(ApiError::new(ErrorType::Internal, "query evaluation panicked")),
+            )
+        })
+        .await
+        .unwrap_or_else(|e| match e {
+            PoolError::Queued(_) => Err(ApiError::new(ErrorType::Timeout, format!("query timed out in queue: {e}"))),
+            PoolError::Closed => Err(ApiError::new(ErrorType::Unavailable, e.to_string())),
+        });
     st.metrics
         .queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -93,36 +99,41 @@ fn is_empty_or_nan(v: &Value) -> bool {
     }
 }
 
-/// Evaluates an instant (`step` None) or range query and explains an empty or NaN result.
-async fn run(
-    st: &Shared,
-    expr: std::sync::Arc<Expr>,
+/// One query to evaluate: instant (`step` None) or range.
+struct Query {
+    text: String,
     now: i64,
     start: i64,
     end: i64,
     step: Option<i64>,
     opts: Options,
-) -> Result<(Value, Vec<String>), ApiError> {
-    let out = evaluate(st, move |db| {
-        let ev = Evaluator::new(&db.store, now, start, end, &expr, opts);
-        let v = match step {
+}
+
+/// Parses, evaluates, explains an empty or NaN result, and renders the answer.
+async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
+    let deadline = q.opts.deadline;
+    let (body, warnings, text) = on_pool(st, deadline, move |st| {
+        let expr = parse_query(&q.text, q.step.is_none())?;
+        let ev = Evaluator::new(&st.db.lock, q.now, q.start, q.end, &expr, q.opts);
+        let v = match q.step {
             Some(step) => ev.eval_range(&expr, step)?,
             None => ev.eval_instant(&expr)?,
         };
         let w = if is_empty_or_nan(&v) {
-            explain::why_empty(&db.store, &expr, start, end, opts.lookback_ms, now)
+            explain::why_empty(&st.db.lock, &expr, (q.start, q.end), q.opts, q.now)
         } else {
             Vec::new()
         };
-        Ok((v, w))
+        Ok((json::result(&v, q.start), w, q.text))
     })
     .await?;
-    if !out.1.is_empty() {
+    if !warnings.is_empty() {
         st.metrics
             .empty_results
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(query = %text, warnings = ?warnings, "Query returned no data.");
     }
-    Ok(out)
+    Ok(ok(body, &warnings))
 }
 
 pub async fn instant(
@@ -135,17 +146,22 @@ pub async fn instant(
     let now = now_ms();
     let ts = time_param(&p, "time", now)?;
     let deadline = deadline(&st, &p)?;
-    let expr = parse_query(&p, true)?;
     let opts = options(&st, deadline);
-    let query = p.get("query").unwrap_or("").to_owned();
-    let (value, warnings) = run(&st, expr, now, ts, ts, None, opts).await?;
-    if !warnings.is_empty() {
-        tracing::info!(query = %query, warnings = ?warnings, "query returned no data");
-    }
-    Ok(ok(json::result(&value, ts), &warnings))
+    let text = p.get("query").unwrap_or("").to_owned();
+    run(
+        &st,
+        Query {
+            text,
+            now,
+            start: ts,
+            end: ts,
+            step: None,
+            opts,
+        },
+    )
+    .await
 }
 
-/// `/honeycomb/api/v1/query`: an instant query answered from Honeycomb's Query Data API.
 pub async fn honeycomb(
     State(st): State<Shared>,
     uri: Uri,
@@ -172,7 +188,15 @@ pub async fn honeycomb(
         ));
     }
     let now = now_ms();
-    let answer = hq.query(&query).await.map_err(|e| {
+    let hq2 = hq.clone();
+    let q2 = query.clone();
+    let deadline = Instant::now() + st.settings.query_timeout;
+    let planned = on_pool(&st, deadline, move |_| Ok(hq2.plan(&q2))).await?;
+    let answer = match planned {
+        Ok(plan) => hq.run(plan).await,
+        Err(e) => Err(e),
+    };
+    let answer = answer.map_err(|e| {
         let kind = match e {
             QueryError::Unsupported(_) => ErrorType::BadData,
             QueryError::Timeout(_) => ErrorType::Timeout,
@@ -213,26 +237,29 @@ pub async fn range(
     if step <= 0 {
         return Err(ApiError::param("step", "zero or negative query resolution step widths are not accepted. Try a positive integer"));
     }
-    if (end - start) / step > 11_000 {
+    // Checked in 128 bits: `end - start` of two valid times can pass i64.
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > 11_000 {
         return Err(ApiError::bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
     }
     let deadline = deadline(&st, &p)?;
-    let expr = parse_query(&p, false)?;
     let opts = options(&st, deadline);
-    let now = now_ms();
-    let (value, warnings) = run(&st, expr, now, start, end, Some(step), opts).await?;
-    Ok(ok(json::result(&value, start), &warnings))
+    let text = p.get("query").unwrap_or("").to_owned();
+    run(
+        &st,
+        Query {
+            text,
+            now: now_ms(),
+            start,
+            end,
+            step: Some(step),
+            opts,
+        },
+    )
+    .await
 }
 
 /// The label matchers of each `match[]` selector.
-fn match_sets(
-    p: &Params,
-    required: bool,
-) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
-    let raw = p.all("match[]");
-    if required && raw.is_empty() {
-        return Err(ApiError::bad_data("no match[] parameter provided"));
-    }
+fn match_sets(raw: &[String]) -> Result<Vec<Vec<promql_parser::label::Matcher>>, ApiError> {
     raw.iter()
         .map(|m| match promql::parse(m) {
             Ok(Expr::VectorSelector(vs)) => {
@@ -265,19 +292,19 @@ fn window(st: &Shared, p: &Params) -> Result<(i64, i64, i64), ApiError> {
     Ok((now, start, end))
 }
 
-/// Series matching any set, that hold a sample in `[start, end]`.
-fn matching_ids(
-    db: &crate::api::Db,
-    sets: &[Vec<promql_parser::label::Matcher>],
-    start: i64,
-    end: i64,
-    now: i64,
-) -> Vec<u32> {
-    let mut ids: Vec<u32> = sets.iter().flat_map(|s| db.store.select(s)).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.retain(|id| !db.store.samples(*id, start, end, now).is_empty());
-    ids
+/// The `match[]` selectors of a metadata request, parsed on a query thread.
+async fn metadata_sets(
+    st: &Shared,
+    p: &Params,
+    required: bool,
+) -> Result<(Vec<Vec<promql_parser::label::Matcher>>, Instant), ApiError> {
+    let raw: Vec<String> = p.all("match[]").into_iter().map(str::to_owned).collect();
+    if required && raw.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let deadline = Instant::now() + st.settings.query_timeout;
+    let sets = on_pool(st, deadline, move |_| match_sets(&raw)).await?;
+    Ok((sets, deadline))
 }
 
 pub async fn series(
@@ -287,13 +314,17 @@ pub async fn series(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::parse(&uri, &headers, &body);
-    let sets = match_sets(&p, true)?;
     let (now, start, end) = window(&st, &p)?;
-    let data = evaluate(&st, move |db| {
-        let mut labels: Vec<_> = matching_ids(db, &sets, start, end, now)
-            .into_iter()
-            .map(|id| db.store.labels(id))
-            .collect();
+    let (sets, deadline) = metadata_sets(&st, &p, true).await?;
+    let data = on_pool(&st, deadline, move |st| {
+        let stop = || Instant::now() > deadline;
+        let mut labels =
+            read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
+                s.labels(id)
+            });
+        if Instant::now() > deadline {
+            return Err(ApiError::new(ErrorType::Timeout, "query timed out in series lookup"));
+        }
         labels.sort();
         Ok(format!(
             "[{}]",
@@ -315,14 +346,23 @@ pub async fn labels(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let p = Params::parse(&uri, &headers, &body);
-    let sets = match_sets(&p, false)?;
     let (now, start, end) = window(&st, &p)?;
-    let data = evaluate(&st, move |db| {
+    let (sets, deadline) = metadata_sets(&st, &p, false).await?;
+    let data = on_pool(&st, deadline, move |st| {
         let names = if sets.is_empty() {
-            db.store.label_names(None)
+            st.db.lock.read().label_names(None)
         } else {
-            db.store
-                .label_names(Some(&matching_ids(db, &sets, start, end, now)))
+            let stop = || Instant::now() > deadline;
+            let mut names: Vec<String> =
+                read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
+                    s.label_names(Some(&[id]))
+                })
+                .into_iter()
+                .flatten()
+                .collect();
+            names.sort();
+            names.dedup();
+            names
         };
         Ok(json::string_list(&names))
     })
@@ -340,14 +380,23 @@ pub async fn label_values(
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
     let p = Params::parse(&uri, &headers, &[]);
-    let sets = match_sets(&p, false)?;
     let (now, start, end) = window(&st, &p)?;
-    let data = evaluate(&st, move |db| {
+    let (sets, deadline) = metadata_sets(&st, &p, false).await?;
+    let data = on_pool(&st, deadline, move |st| {
         let values = if sets.is_empty() {
-            db.store.label_values(&name, None)
+            st.db.lock.read().label_values(&name, None)
         } else {
-            db.store
-                .label_values(&name, Some(&matching_ids(db, &sets, start, end, now)))
+            let stop = || Instant::now() > deadline;
+            let mut values: Vec<String> =
+                read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
+                    s.label_values(&name, Some(&[id]))
+                })
+                .into_iter()
+                .flatten()
+                .collect();
+            values.sort();
+            values.dedup();
+            values
         };
         Ok(json::string_list(&values))
     })

@@ -181,8 +181,18 @@ impl HoneycombQuery {
     }
 
     pub async fn query(&self, promql: &str) -> Result<Answer, QueryError> {
+        let plan = self.plan(promql)?;
+        self.run(plan).await
+    }
+
+    /// Parses and translates a query (CPU only: callers run it off the async workers).
+    pub fn plan(&self, promql: &str) -> Result<Plan, QueryError> {
         let expr = crate::promql::parse(promql).map_err(QueryError::Unsupported)?;
-        let plan = translate(&expr, &self.s.labels).map_err(QueryError::Unsupported)?;
+        translate(&expr, &self.s.labels).map_err(QueryError::Unsupported)
+    }
+
+    /// Answers a translated query from Honeycomb.
+    pub async fn run(&self, plan: Plan) -> Result<Answer, QueryError> {
         if let Finish::Constant(v) = plan.finish {
             return Ok(Answer {
                 value: Some(v),

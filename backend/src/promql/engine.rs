@@ -9,7 +9,8 @@ use rustc_hash::FxHashMap;
 
 use super::value::{exec, EvalError, Result, Sample, Series, Value};
 use crate::labels::Labels;
-use crate::store::{is_stale, Store};
+use crate::db::Lock;
+use crate::store::is_stale;
 
 /// Settings of one evaluation.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +29,7 @@ pub(crate) struct Selected {
 
 /// One query's evaluation state.
 pub struct Evaluator<'a> {
-    pub(crate) store: &'a Store,
+    pub(crate) store: &'a Lock,
     pub(crate) now_ms: i64,
     pub(crate) start: i64,
     pub(crate) end: i64,
@@ -41,8 +42,14 @@ pub struct Evaluator<'a> {
     margin_after: i64,
 }
 
+/// Longest duration the engine works with (about 36 million years): with times bounded by
+/// [`MAX_TIME_MS`], any time plus or minus a few durations stays within `i64`.
+pub const MAX_DURATION_MS: i64 = 1 << 60;
+/// Latest (and, negated, earliest) time the engine works with, about 146 million years.
+pub const MAX_TIME_MS: i64 = 1 << 62;
+
 pub fn duration_ms(d: &std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_DURATION_MS)
 }
 
 fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -54,9 +61,10 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
 }
 
 pub fn system_time_ms(t: &SystemTime) -> i64 {
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => duration_ms(&d),
-        Err(e) => -duration_ms(&e.duration()),
+        Ok(d) => ms(d).min(MAX_TIME_MS),
+        Err(e) => -ms(e.duration()).min(MAX_TIME_MS),
     }
 }
 
@@ -95,7 +103,7 @@ fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
 
 impl<'a> Evaluator<'a> {
     pub fn new(
-        store: &'a Store,
+        store: &'a Lock,
         now_ms: i64,
         start: i64,
         end: i64,
@@ -119,6 +127,17 @@ impl<'a> Evaluator<'a> {
     pub(crate) fn check_deadline(&self) -> Result<()> {
         if Instant::now() > self.opts.deadline {
             return Err(EvalError::Timeout("expression evaluation".into()));
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more samples held in memory against `--query-max-samples`, as Prometheus
+    /// counts every sample a selector loads and every point a subquery or range query makes.
+    pub(crate) fn charge(&self, n: usize) -> Result<()> {
+        let total = self.loaded.get().saturating_add(n);
+        self.loaded.set(total);
+        if total > self.opts.max_samples {
+            return Err(EvalError::TooManySamples("query execution".into()));
         }
         Ok(())
     }
@@ -162,20 +181,19 @@ impl<'a> Evaluator<'a> {
                 ));
             }
         }
-        let ids = self.store.select(&matchers);
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let samples = self.store.samples(id, lo, hi, self.now_ms);
-            let n = self.loaded.get() + samples.len();
-            self.loaded.set(n);
-            if n > self.opts.max_samples {
-                return Err(EvalError::TooManySamples("query execution".into()));
-            }
-            out.push(Selected {
-                labels: self.store.labels(id),
-                samples,
-            });
-        }
+        let before = self.loaded.get();
+        let fetched = crate::db::read::fetch(self.store, &matchers, (lo, hi), self.now_ms, |n| {
+            self.loaded.set(before);
+            self.check_deadline()?;
+            self.charge(n)
+        })?;
+        let out: Vec<Selected> = fetched
+            .into_iter()
+            .map(|f| Selected {
+                labels: f.labels,
+                samples: f.samples,
+            })
+            .collect();
         let out = std::rc::Rc::new(out);
         self.cache.borrow_mut().insert(key, out.clone());
         Ok(out)
@@ -283,8 +301,14 @@ impl<'a> Evaluator<'a> {
         let mut t = start;
         while t <= end {
             match self.eval(&sq.expr, t)? {
-                Value::Vector(v) => v.into_iter().for_each(|s| m.push(s.labels, t, s.v)),
-                Value::Scalar(v) => m.push(Labels::default(), t, v),
+                Value::Vector(v) => {
+                    self.charge(v.len())?;
+                    v.into_iter().for_each(|s| m.push(s.labels, t, s.v));
+                }
+                Value::Scalar(v) => {
+                    self.charge(1)?;
+                    m.push(Labels::default(), t, v);
+                }
                 other => {
                     return exec(format!(
                         "subquery of a {} is not supported",
@@ -292,7 +316,10 @@ impl<'a> Evaluator<'a> {
                     ))
                 }
             }
-            t += step;
+            t = match t.checked_add(step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         Ok(Value::Matrix(m.series))
     }
@@ -305,9 +332,13 @@ impl<'a> Evaluator<'a> {
             match self.eval(e, t)? {
                 Value::Vector(v) => {
                     check_unique(&v)?;
+                    self.charge(v.len())?;
                     v.into_iter().for_each(|s| m.push(s.labels, t, s.v));
                 }
-                Value::Scalar(v) => m.push(Labels::default(), t, v),
+                Value::Scalar(v) => {
+                    self.charge(1)?;
+                    m.push(Labels::default(), t, v);
+                }
                 other => {
                     return Err(EvalError::BadData(format!(
                         "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
@@ -315,7 +346,10 @@ impl<'a> Evaluator<'a> {
                     )))
                 }
             }
-            t += step;
+            t = match t.checked_add(step) {
+                Some(t) => t,
+                None => break,
+            };
         }
         m.series.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Value::Matrix(m.series))

@@ -59,10 +59,12 @@ struct Mark {
 
 /// The mutable head: up to [`HEAD_STEPS`] per-step counts, kept inline. A heap `Vec` here cost
 /// more per series (pointer, capacity, allocation and its header) than the counts themselves.
+/// Counts are 64-bit: a duration sum in microseconds passes `u32::MAX` with a thousand
+/// five-second requests in one step.
 #[derive(Debug, Clone, Copy, Default)]
-struct Head {
-    len: u8,
-    counts: [u32; HEAD_STEPS],
+pub(super) struct Head {
+    pub(super) len: u8,
+    pub(super) counts: [u64; HEAD_STEPS],
 }
 
 impl Head {
@@ -82,19 +84,20 @@ impl Head {
         self.counts
             .get(..self.len())
             .and_then(|c| c.get(i))
-            .map_or(0, |c| u64::from(*c))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.counts.iter().take(self.len()).map(|c| u64::from(*c))
+        self.counts.iter().take(self.len()).copied()
     }
 
     fn sum(&self) -> u64 {
-        self.iter().sum()
+        self.iter().fold(0, u64::saturating_add)
     }
 
     /// Adds `count` at `idx`, growing the head with zeros up to it (`idx < HEAD_STEPS`; the
-    /// caller seals older steps first). Counts per step saturate at u32::MAX.
+    /// caller seals older steps first). Counts saturate at u64::MAX.
     fn add(&mut self, idx: usize, count: u64) {
         if idx >= HEAD_STEPS {
             return;
@@ -103,7 +106,7 @@ impl Head {
             self.len = (idx + 1) as u8;
         }
         if let Some(c) = self.counts.get_mut(idx) {
-            *c = c.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+            *c = c.saturating_add(count);
         }
     }
 
@@ -156,7 +159,7 @@ impl Grid {
     }
 
     fn total(&self) -> u64 {
-        self.base + self.tail.sum()
+        self.base.saturating_add(self.tail.sum())
     }
 
     fn stale_end(&self) -> i64 {
@@ -237,7 +240,7 @@ impl Grid {
             // A handful of chunks per series: keep the list exact, not doubled.
             self.chunks.shrink_to_fit();
         }
-        self.base += d;
+        self.base = self.base.saturating_add(d);
         if let Some(c) = self.chunks.back_mut() {
             c.bits.push(&mut self.coder, d);
             c.len += 1;
@@ -338,7 +341,7 @@ impl Grid {
                 if step > to {
                     break;
                 }
-                v += d;
+                v = v.saturating_add(d);
                 if step >= from {
                     f(step, Point::Value(v));
                 }
@@ -354,7 +357,7 @@ impl Grid {
         let mut v = self.base;
         for (i, d) in self.tail.iter().enumerate() {
             let step = self.tail_start + i as i64;
-            v += d;
+            v = v.saturating_add(d);
             if step > to {
                 return;
             }
@@ -371,6 +374,34 @@ impl Grid {
         if now >= stale_end && (from..=to).contains(&stale_end) {
             f(stale_end, Point::Stale);
         }
+    }
+
+    /// Whether any point lies in `from..=to` as of `now`, without decoding: chunks hold one
+    /// point per step from their start to their end, the open segment one per step to now.
+    pub fn any_point(&self, from: i64, to: i64, now: i64) -> bool {
+        if from > to {
+            return false;
+        }
+        if self.from_zero {
+            let first = self.chunks.front().map_or(self.tail_start, |c| c.start);
+            if (from..=to).contains(&(first - 1)) {
+                return true;
+            }
+        }
+        let hit = |a: i64, b: i64| a <= to && b >= from;
+        if self.chunks.iter().any(|c| {
+            let marker = c.start + i64::from(c.len);
+            (c.len > 0 && hit(c.start, c.start + i64::from(c.len) - 1))
+                || (c.stale && (from..=to).contains(&marker))
+        }) {
+            return true;
+        }
+        if !self.open {
+            return false;
+        }
+        let stale_end = self.stale_end();
+        let last = now.min(stale_end - 1).max(self.tail_start + self.tail.len() as i64 - 1);
+        hit(self.tail_start, last) || (now >= stale_end && (from..=to).contains(&stale_end))
     }
 
     /// Heap bytes held beyond the struct itself, for the memory figures.
@@ -506,8 +537,12 @@ mod tests {
         assert_eq!(h.len(), 3, "beyond the head: ignored (callers seal first)");
         h.drain_front(1);
         assert_eq!(h.iter().collect::<Vec<_>>(), [0, 5]);
-        h.add(1, u64::MAX);
-        assert_eq!(h.get(1), u64::from(u32::MAX), "saturates");
+        let mut wide = Head::default();
+        wide.add(1, u64::from(u32::MAX));
+        wide.add(1, 1);
+        assert_eq!(wide.get(1), 1 << 32, "wider than 32 bits");
+        wide.add(1, u64::MAX);
+        assert_eq!(wide.get(1), u64::MAX, "saturates");
         h.drain_front(5);
         assert!(h.is_empty() && h.sum() == 0);
         h.add(0, 2);
@@ -532,6 +567,23 @@ mod tests {
                     .filter(|(s, _)| (from..=from + len).contains(s))
                     .collect();
                 assert_eq!(got, want, "window {from}..={}", from + len);
+            }
+        }
+    }
+
+    #[test]
+    fn any_point_agrees_with_points() {
+        let mut g = Grid::new(5);
+        for s in [3, 4, 9, 40, 41, 2000] {
+            g.add(s, 1);
+        }
+        for now in [41, 60, 2000, 2010] {
+            for from in (-5..2020).step_by(3) {
+                for len in [0, 1, 4, 30] {
+                    let mut n = 0;
+                    g.points(from, from + len, now, |_, _| n += 1);
+                    assert_eq!(g.any_point(from, from + len, now), n > 0, "{from}..={} at {now}", from + len);
+                }
             }
         }
     }

@@ -1,0 +1,42 @@
+//! Applying mesh batches: request shapes are resolved to series and the batch is summed
+//! outside the exclusive hold; only creating series and adding counts take it, in slices.
+
+use crate::mesh::{Mesh, Outcome, Wanted};
+use crate::store::Kind;
+
+use super::{Lock, WriteSlices};
+
+/// Counts `batches` into the store as of `now_ms`.
+pub fn apply(lock: &Lock, mesh: &mut Mesh, batches: &[waggle_wire::Batch], now_ms: i64) -> Outcome {
+    let mut total = Outcome::default();
+    let res = lock.read().limits().resolution_ms;
+    for batch in batches {
+        let generation = lock.read().generation();
+        // Shapes already cached cost nothing here; new ones take the lock one shape at a time.
+        let mut w: Option<WriteSlices<'_>> = None;
+        let (plans, refused) = mesh.plans(batch, generation, |wanted: &[Wanted<'_>]| {
+            let pairs: Vec<Vec<(&str, &str)>> = wanted.iter().map(Wanted::pairs).collect();
+            let w = w.get_or_insert_with(|| WriteSlices::new(lock));
+            let ids = w.store().series_many(
+                pairs
+                    .iter()
+                    .zip(wanted)
+                    .map(|(p, want)| (p.as_slice(), Kind::Counter { scale: want.scale })),
+            );
+            w.tick();
+            ids
+        });
+        drop(w);
+        let (adds, mut out) = mesh.counts(&plans, batch, now_ms, res);
+        out.refused_series = refused;
+        if !adds.is_empty() {
+            let mut w = WriteSlices::new(lock);
+            for a in adds {
+                w.store().add(a.id, a.ts_ms, a.count, now_ms);
+                w.tick();
+            }
+        }
+        total.merge(&out);
+    }
+    total
+}
