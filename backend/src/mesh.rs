@@ -11,7 +11,6 @@ use rustc_hash::FxHashMap;
 use waggle_wire::{Batch, Key};
 
 use crate::families::{le, Family, Kind, Measure};
-use crate::labels::METRIC_NAME;
 use crate::store::{self, Refused, SeriesId, Store};
 
 /// Where one family's events of one request shape go.
@@ -94,18 +93,27 @@ impl Outcome {
     }
 }
 
-/// One series a plan needs: its labels and kind.
+/// The series one family needs for one request shape: labels they all share, and per
+/// series its metric name, `le` value (histogram buckets) and base units per value unit.
 pub struct Wanted<'a> {
-    pub labels: Vec<(&'a str, String)>,
-    pub name: String,
-    pub scale: f64,
+    pub base: Vec<(&'a str, String)>,
+    pub members: Vec<(String, Option<String>, f64)>,
 }
 
 impl Wanted<'_> {
-    pub fn pairs(&self) -> Vec<(&str, &str)> {
-        let mut all: Vec<(&str, &str)> = self.labels.iter().map(|(l, v)| (*l, v.as_str())).collect();
-        all.push((METRIC_NAME, &self.name));
-        all
+    /// Finds or creates the family's series in `store`, in member order.
+    pub fn resolve(&self, store: &mut Store) -> Vec<Result<SeriesId, Refused>> {
+        let base: Vec<(&str, &str)> = self.base.iter().map(|(l, v)| (*l, v.as_str())).collect();
+        let members: Vec<store::Member<'_>> = self
+            .members
+            .iter()
+            .map(|(name, le, per_unit)| store::Member {
+                name,
+                extra: le.as_deref(),
+                kind: store::Kind::Counter { per_unit: *per_unit },
+            })
+            .collect();
+        store.series_group(&base, "le", &members)
     }
 }
 
@@ -142,50 +150,34 @@ impl Mesh {
         &self.families
     }
 
-    /// The series one request shape needs, in the order [`Mesh::build`] consumes them.
+    /// The series one request shape needs, family by family, in the order [`Mesh::build`]
+    /// consumes them.
     fn wanted(&self, batch: &Batch, key: &Key) -> Vec<Wanted<'_>> {
         let mut out = Vec::new();
         for family in &self.families {
             if family.reporter.is_some_and(|r| r != key.reporter) {
                 continue;
             }
-            let labels: Vec<(&str, String)> = family
+            let base: Vec<(&str, String)> = family
                 .labels
                 .iter()
                 .filter(|(l, _)| l != "le")
                 .map(|(l, f)| (l.as_str(), f.value(batch, key).into_owned()))
                 .collect();
-            let scale = 1.0 / family.measure.base_per_unit();
-            match &family.kind {
-                Kind::Counter => out.push(Wanted {
-                    labels,
-                    name: family.name.clone(),
-                    scale,
-                }),
+            let per_unit = family.measure.base_per_unit();
+            let members = match &family.kind {
+                Kind::Counter => vec![(family.name.clone(), None, per_unit)],
                 Kind::Histogram(units) => {
-                    let name = format!("{}_bucket", family.name);
+                    let bucket = format!("{}_bucket", family.name);
                     let bounds = units.iter().map(|b| le(*b)).chain([le(f64::INFINITY)]);
-                    for b in bounds {
-                        let mut l = labels.clone();
-                        l.push(("le", b));
-                        out.push(Wanted {
-                            labels: l,
-                            name: name.clone(),
-                            scale: 1.0,
-                        });
-                    }
-                    out.push(Wanted {
-                        labels: labels.clone(),
-                        name: format!("{}_sum", family.name),
-                        scale,
-                    });
-                    out.push(Wanted {
-                        labels,
-                        name: format!("{}_count", family.name),
-                        scale: 1.0,
-                    });
+                    let mut m: Vec<(String, Option<String>, f64)> =
+                        bounds.map(|b| (bucket.clone(), Some(b), 1.0)).collect();
+                    m.push((format!("{}_sum", family.name), None, per_unit));
+                    m.push((format!("{}_count", family.name), None, 1.0));
+                    m
                 }
-            }
+            };
+            out.push(Wanted { base, members });
         }
         out
     }
@@ -365,13 +357,7 @@ impl Mesh {
     pub fn ingest(&mut self, store: &mut Store, batch: &Batch, now_ms: i64) -> Outcome {
         let generation = store.generation();
         let (plans, refused) = self.plans(batch, generation, |wanted| {
-            let pairs: Vec<Vec<(&str, &str)>> = wanted.iter().map(Wanted::pairs).collect();
-            store.series_many(
-                pairs
-                    .iter()
-                    .zip(wanted)
-                    .map(|(p, w)| (p.as_slice(), store::Kind::Counter { scale: w.scale })),
-            )
+            wanted.iter().flat_map(|w| w.resolve(store)).collect()
         });
         let (adds, mut out) = self.counts(&plans, batch, now_ms, store.limits().resolution_ms);
         for a in adds {
@@ -535,3 +521,4 @@ mod tests {
         assert_eq!(store.symbols_len(), symbols, "refused label sets are not interned");
     }
 }
+

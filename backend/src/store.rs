@@ -3,6 +3,7 @@
 
 pub mod bits;
 pub mod grid;
+mod group;
 mod maintain;
 mod postings;
 
@@ -16,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::labels::Labels;
 use grid::{Grid, Point};
+pub use group::Member;
 use postings::Postings;
 use symbols::Symbols;
 
@@ -81,10 +83,11 @@ pub type SeriesId = u32;
 
 #[derive(Debug)]
 enum Data {
-    /// A counter from mesh events: `value = count · scale`.
+    /// A counter from mesh events: `value = count / per_unit` (a division, so sums in
+    /// microseconds read as exact milliseconds).
     Grid {
         grid: Grid,
-        scale: f64,
+        per_unit: f64,
     },
     Raw(Vec<(i64, f64)>),
 }
@@ -123,7 +126,7 @@ pub struct Store {
 /// The kind of series to find or create.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
-    Counter { scale: f64 },
+    Counter { per_unit: f64 },
     Raw,
 }
 
@@ -171,7 +174,7 @@ impl Store {
 
     fn kind_of(&self, id: SeriesId) -> Option<Kind> {
         self.get(id).map(|s| match &s.data {
-            Data::Grid { scale, .. } => Kind::Counter { scale: *scale },
+            Data::Grid { per_unit, .. } => Kind::Counter { per_unit: *per_unit },
             Data::Raw(_) => Kind::Raw,
         })
     }
@@ -227,16 +230,7 @@ impl Store {
             .collect();
         self.sort_key(&mut key);
         key.dedup_by_key(|p| p.0);
-        let data = match kind {
-            Kind::Counter { scale } => {
-                let stale = (self.limits.stale_after_ms / self.limits.resolution_ms).max(1);
-                Data::Grid {
-                    grid: Grid::new(stale),
-                    scale,
-                }
-            }
-            Kind::Raw => Data::Raw(Vec::new()),
-        };
+        let data = self.empty_data(kind);
         Ok(self.insert(key.into(), data, pending))
     }
 
@@ -394,7 +388,7 @@ impl Store {
                 let to = samples.partition_point(|(t, _)| *t <= maxt);
                 out.extend_from_slice(samples.get(from..to).unwrap_or_default());
             }
-            Data::Grid { grid, scale } => {
+            Data::Grid { grid, per_unit } => {
                 let res = self.limits.resolution_ms;
                 let (from, to) = (
                     mint.div_euclid(res) + i64::from(mint.rem_euclid(res) != 0),
@@ -403,7 +397,7 @@ impl Store {
                 out.reserve(to.saturating_sub(from).clamp(0, 100_000) as usize + 1);
                 grid.points(from, to, self.step(now_ms), |step, p| {
                     let v = match p {
-                        Point::Value(c) => c as f64 * scale,
+                        Point::Value(c) => c as f64 / per_unit,
                         Point::Stale => f64::from_bits(STALE_NAN),
                     };
                     out.push((step * res, v));

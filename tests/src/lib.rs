@@ -4,6 +4,7 @@
 
 pub mod canary;
 pub mod capture;
+pub mod client;
 pub mod envoy;
 pub mod honeycomb;
 pub mod host;

@@ -53,7 +53,7 @@ fn describe(m: &Matcher) -> String {
         MatchOp::Re(_) => "=~",
         MatchOp::NotRe(_) => "!~",
     };
-    format!("{}{op}{:?}", m.name, m.value)
+    format!("{}{op}{:?}", m.name, short(&m.value))
 }
 
 /// Work one explanation may do (series visited, samples decoded, edit-distance cells), on
@@ -125,12 +125,25 @@ fn closest(values: Vec<String>, wanted: &str, budget: &mut Budget) -> String {
         })
         .collect();
     v.sort();
-    let shown: Vec<String> = v.iter().take(5).map(|(_, x)| format!("{x:?}")).collect();
+    let shown: Vec<String> = v.iter().take(5).map(|(_, x)| format!("{:?}", short(x))).collect();
     let more = v.len().saturating_sub(5);
-    if more > 0 {
+    let list = if more > 0 {
         format!("{} and {more} more", shown.join(", "))
     } else {
         shown.join(", ")
+    };
+    if budget.spent() {
+        format!("{list} {SPENT}")
+    } else {
+        list
+    }
+}
+
+/// A value shown in a reason: long ones are cut, so a reason stays readable.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(MAX_COMPARED) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
     }
 }
 
@@ -312,7 +325,7 @@ mod tests {
                         ("destination_workload", w),
                         ("reporter", "destination"),
                     ],
-                    Kind::Counter { scale: 1.0 },
+                    Kind::Counter { per_unit: 1.0 },
                 )
                 .unwrap();
             s.add(id, now - 1000, 1, now);

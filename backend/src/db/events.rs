@@ -2,7 +2,6 @@
 //! outside the exclusive hold; only creating series and adding counts take it, in slices.
 
 use crate::mesh::{Mesh, Outcome, Wanted};
-use crate::store::Kind;
 
 use super::{Lock, WriteSlices};
 
@@ -15,15 +14,12 @@ pub fn apply(lock: &Lock, mesh: &mut Mesh, batches: &[waggle_wire::Batch], now_m
         // Shapes already cached cost nothing here; new ones take the lock one shape at a time.
         let mut w: Option<WriteSlices<'_>> = None;
         let (plans, refused) = mesh.plans(batch, generation, |wanted: &[Wanted<'_>]| {
-            let pairs: Vec<Vec<(&str, &str)>> = wanted.iter().map(Wanted::pairs).collect();
             let w = w.get_or_insert_with(|| WriteSlices::new(lock));
-            let ids = w.store().series_many(
-                pairs
-                    .iter()
-                    .zip(wanted)
-                    .map(|(p, want)| (p.as_slice(), Kind::Counter { scale: want.scale })),
-            );
-            w.tick();
+            let mut ids = Vec::new();
+            for family in wanted {
+                ids.extend(family.resolve(w.store()));
+                w.tick();
+            }
             ids
         });
         drop(w);

@@ -158,23 +158,32 @@ async fn connection(io: TcpStream, app: Router, limits: ServerSettings, stats: &
     tokio::pin!(conn);
     let idle_ms = limits.idle_timeout.as_millis() as u64;
     let mut check = tokio::time::interval((limits.idle_timeout / 4).max(Duration::from_millis(10)));
-    let mut closing = false;
+    // Once asked to close, a connection gets this long to finish; then it is dropped (an
+    // HTTP/2 peer that never answers our GOAWAY cannot keep it open).
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
+        let give_up = closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = check.tick(), if !closing => {
+            _ = check.tick(), if closing.is_none() => {
                 let now = epoch.elapsed().as_millis() as u64;
                 let quiet = now.saturating_sub(activity.last.load(Relaxed));
                 if activity.active.load(Relaxed) == 0 && quiet >= idle_ms {
                     stats.closed_idle.fetch_add(1, Relaxed);
                     conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now() + IDLE_GRACE);
                 }
             }
-            _ = stopped(&mut stop), if !closing => {
+            _ = stopped(&mut stop), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
             }
+            _ = tokio::time::sleep_until(give_up), if closing.is_some() => return,
         }
     }
 }
+
+/// How long an idle connection asked to close may take to do so.
+const IDLE_GRACE: Duration = Duration::from_secs(1);
+/// How long requests in progress get to finish at shutdown (within Kubernetes's 30 s grace).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
