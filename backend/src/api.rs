@@ -111,7 +111,10 @@ pub fn query_router(state: Shared) -> Router {
         .route("/-/ready", get(ready).head(ready))
         .route("/-/export", get(export).head(export))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), buffer_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            buffer_body,
+        ))
         .with_state(state)
 }
 
@@ -127,20 +130,31 @@ async fn buffer_body(
 ) -> axum::response::Response {
     let (parts, body) = req.into_parts();
     let timeout = st.settings.server.body_read_timeout;
-    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_QUERY_BODY)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return error::ApiError::bad_data(format!("could not read the request body (at most {MAX_QUERY_BODY} bytes): {e}")).into_response()
-        }
-        Err(_) => {
-            return error::ApiError::new(
-                error::ErrorType::RequestTimeout,
-                format!("the request body did not arrive within {} ms", timeout.as_millis()),
-            )
-            .into_response()
-        }
-    };
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    let bytes =
+        match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_QUERY_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                return error::ApiError::bad_data(format!(
+                    "could not read the request body (at most {MAX_QUERY_BODY} bytes): {e}"
+                ))
+                .into_response()
+            }
+            Err(_) => {
+                return error::ApiError::new(
+                    error::ErrorType::RequestTimeout,
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        timeout.as_millis()
+                    ),
+                )
+                .into_response()
+            }
+        };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// `/v1/events` and `/api/v1/write`.
@@ -170,7 +184,9 @@ async fn ready(axum::extract::State(st): axum::extract::State<Shared>) -> axum::
 }
 
 /// Export health: 200 when every configured export works, 503 naming the one that does not.
-async fn export(axum::extract::State(st): axum::extract::State<Shared>) -> axum::response::Response {
+async fn export(
+    axum::extract::State(st): axum::extract::State<Shared>,
+) -> axum::response::Response {
     let mut problems = Vec::new();
     if let Some(x) = &st.exporter {
         if !x.ready() {
@@ -212,7 +228,10 @@ async fn metrics(axum::extract::State(st): axum::extract::State<Shared>) -> impl
         ),
     ]);
     st.ingest.render(&mut body);
-    for (listener, c) in [("query", &st.connections.query), ("ingest", &st.connections.ingest)] {
+    for (listener, c) in [
+        ("query", &st.connections.query),
+        ("ingest", &st.connections.ingest),
+    ] {
         use std::fmt::Write as _;
         let _ = writeln!(
             body,

@@ -8,8 +8,8 @@
 
 pub mod events;
 pub mod read;
-pub mod writer;
 pub mod write;
+pub mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -129,7 +129,11 @@ pub enum DbError {
 
 impl Db {
     /// Starts the writer thread over `store`.
-    pub fn start(store: Store, mesh: crate::mesh::Mesh, opts: writer::Options) -> std::io::Result<Self> {
+    pub fn start(
+        store: Store,
+        mesh: crate::mesh::Mesh,
+        opts: writer::Options,
+    ) -> std::io::Result<Self> {
         let lock = Arc::new(RwLock::new(store));
         let gauges = Arc::new(Gauges::default());
         gauges.update(&lock.read());
@@ -161,11 +165,7 @@ impl Db {
     }
 
     /// Applies one remote-write request, all or nothing.
-    pub async fn write(
-        &self,
-        req: crate::prompb::Request,
-        now_ms: i64,
-    ) -> Result<usize, DbError> {
+    pub async fn write(&self, req: crate::prompb::Request, now_ms: i64) -> Result<usize, DbError> {
         let out = self
             .send(|reply| writer::Job::Write { req, now_ms, reply })
             .await?;
@@ -179,6 +179,7 @@ impl Db {
 
     /// Runs maintenance now (tests; the writer also runs it on its own schedule).
     pub async fn maintain(&self, now_ms: i64) -> Result<(), DbError> {
-        self.send(|reply| writer::Job::Maintain { now_ms, reply }).await
+        self.send(|reply| writer::Job::Maintain { now_ms, reply })
+            .await
     }
 }

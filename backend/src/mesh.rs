@@ -110,7 +110,9 @@ impl Wanted<'_> {
             .map(|(name, le, per_unit)| store::Member {
                 name,
                 extra: le.as_deref(),
-                kind: store::Kind::Counter { per_unit: *per_unit },
+                kind: store::Kind::Counter {
+                    per_unit: *per_unit,
+                },
             })
             .collect();
         store.series_group(&base, "le", &members)
@@ -246,7 +248,9 @@ impl Mesh {
                 if let Some(hit) = self.plans.get(&hash).and_then(|entries| {
                     entries
                         .iter()
-                        .find(|(stored, _)| stored.iter().zip(&values).all(|(a, b)| a == b.as_ref()))
+                        .find(|(stored, _)| {
+                            stored.iter().zip(&values).all(|(a, b)| a == b.as_ref())
+                        })
                         .map(|(_, p)| p.clone())
                 }) {
                     return hit;
@@ -259,7 +263,10 @@ impl Mesh {
                     .count() as u64;
                 let plan = self.build(key, &ids);
                 let owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-                self.plans.entry(hash).or_default().push((owned, plan.clone()));
+                self.plans
+                    .entry(hash)
+                    .or_default()
+                    .push((owned, plan.clone()));
                 plan
             })
             .collect();
@@ -267,7 +274,13 @@ impl Mesh {
     }
 
     /// Sums every record of `batch` into per-series additions, as of `now_ms`.
-    pub fn counts(&self, plans: &[Plan], batch: &Batch, now_ms: i64, res: i64) -> (Vec<Add>, Outcome) {
+    pub fn counts(
+        &self,
+        plans: &[Plan],
+        batch: &Batch,
+        now_ms: i64,
+        res: i64,
+    ) -> (Vec<Add>, Outcome) {
         let mut out = Outcome {
             events: batch.records.len() as u64,
             refused_events: vec![0; self.families.len()],
@@ -280,7 +293,8 @@ impl Mesh {
             let Some(plan) = plans.get(r.key as usize) else {
                 continue;
             };
-            let end_ms = (r.start_unix_us.saturating_add(r.duration_us) / 1000).min(i64::MAX as u64) as i64;
+            let end_ms =
+                (r.start_unix_us.saturating_add(r.duration_us) / 1000).min(i64::MAX as u64) as i64;
             let step = end_ms.min(now_ms).div_euclid(res);
             let width = 1 + plan.iter().map(|t| t.slots() + 1).sum::<usize>();
             let at = *groups.entry((r.key, step)).or_insert_with(|| {
@@ -324,7 +338,11 @@ impl Mesh {
             let events = slots[0];
             let mut push = |id: &Option<SeriesId>, count: u64| {
                 if let Some(id) = id {
-                    adds.push(Add { id: *id, ts_ms, count });
+                    adds.push(Add {
+                        id: *id,
+                        ts_ms,
+                        count,
+                    });
                 }
             };
             let mut o = 1;
@@ -517,8 +535,15 @@ mod tests {
             "every event of a refused family is reported: {not_counted:?}"
         );
         let symbols = store.symbols_len();
-        mesh.ingest(&mut store, &batch(&sample::inbound(10, 99, false)), i64::MAX / 4);
-        assert_eq!(store.symbols_len(), symbols, "refused label sets are not interned");
+        mesh.ingest(
+            &mut store,
+            &batch(&sample::inbound(10, 99, false)),
+            i64::MAX / 4,
+        );
+        assert_eq!(
+            store.symbols_len(),
+            symbols,
+            "refused label sets are not interned"
+        );
     }
 }
-

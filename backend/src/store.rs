@@ -81,6 +81,11 @@ pub enum Refused {
 
 pub type SeriesId = u32;
 
+/// A series' label set as interned (name, value) pairs, sorted by name.
+type Key = Arc<[(u32, u32)]>;
+
+// Nearly every series is a grid: boxing it would cost each an allocation and a pointer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Data {
     /// A counter from mesh events: `value = count / per_unit` (a division, so sums in
@@ -174,7 +179,9 @@ impl Store {
 
     fn kind_of(&self, id: SeriesId) -> Option<Kind> {
         self.get(id).map(|s| match &s.data {
-            Data::Grid { per_unit, .. } => Kind::Counter { per_unit: *per_unit },
+            Data::Grid { per_unit, .. } => Kind::Counter {
+                per_unit: *per_unit,
+            },
             Data::Raw(_) => Kind::Raw,
         })
     }
@@ -429,7 +436,11 @@ impl Store {
     pub fn newest_value_before(&self, id: SeriesId, t: i64, now_ms: i64) -> Option<(i64, f64)> {
         if let Data::Raw(samples) = &self.get(id)?.data {
             let to = samples.partition_point(|(ts, _)| *ts <= t);
-            return samples[..to].iter().rev().find(|(_, v)| !is_stale(*v)).copied();
+            return samples[..to]
+                .iter()
+                .rev()
+                .find(|(_, v)| !is_stale(*v))
+                .copied();
         }
         let res = self.limits.resolution_ms;
         let oldest = t.saturating_sub(self.limits.retention_ms.saturating_mul(2));
@@ -465,8 +476,13 @@ impl Store {
 
     /// The last sample at or before `ts_ms` (stale markers included), if any is held.
     pub fn last_sample_before(&self, id: SeriesId, ts_ms: i64, now_ms: i64) -> Option<(i64, f64)> {
-        self.samples(id, ts_ms.saturating_sub(self.limits.retention_ms), ts_ms, now_ms)
-            .pop()
+        self.samples(
+            id,
+            ts_ms.saturating_sub(self.limits.retention_ms),
+            ts_ms,
+            now_ms,
+        )
+        .pop()
     }
 
     /// Interned strings held (for tests and self-metrics).

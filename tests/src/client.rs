@@ -32,13 +32,10 @@ pub fn wire(events: &[Event], header: &Header) -> Vec<u8> {
 }
 
 /// POSTs `body` to `base + path`; the status and the JSON body (Null when not JSON).
-pub fn post(
-    base: &str,
-    path: &str,
-    body: Vec<u8>,
-    headers: &[(&str, &str)],
-) -> (u16, Value) {
-    let mut req = crate::prom::client().post(format!("{base}{path}")).body(body);
+pub fn post(base: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = crate::prom::client()
+        .post(format!("{base}{path}"))
+        .body(body);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

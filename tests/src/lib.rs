@@ -6,6 +6,7 @@ pub mod canary;
 pub mod capture;
 pub mod client;
 pub mod envoy;
+pub mod fuzz;
 pub mod honeycomb;
 pub mod host;
 pub mod istio;

@@ -17,7 +17,11 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> (bool, String) {
         match s.read(&mut buf) {
             Ok(0) => return (true, String::from_utf8_lossy(&got).into_owned()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return (true, String::from_utf8_lossy(&got).into_owned()),
         }
     }
@@ -42,7 +46,12 @@ fn idle_half_header_and_half_body_connections_are_closed_on_both_listeners() {
     ])
     .unwrap();
     let listeners = [
-        ("query", w.query, "/api/v1/query", "application/x-www-form-urlencoded"),
+        (
+            "query",
+            w.query,
+            "/api/v1/query",
+            "application/x-www-form-urlencoded",
+        ),
         ("ingest", w.ingest, "/v1/events", waggle_wire::CONTENT_TYPE),
     ];
     for (listener, addr, path, content_type) in listeners {
@@ -52,18 +61,31 @@ fn idle_half_header_and_half_body_connections_are_closed_on_both_listeners() {
         let kept_alive = "GET /-/healthy HTTP/1.1\r\nhost: x\r\n\r\n";
         let mut conns = vec![
             ("idle", connect(addr, b"")),
-            ("half a header", connect(addr, b"POST /v1/events HTTP/1.1\r\nhost: x\r\n")),
+            (
+                "half a header",
+                connect(addr, b"POST /v1/events HTTP/1.1\r\nhost: x\r\n"),
+            ),
             ("half a body", connect(addr, half_body.as_bytes())),
         ];
         if listener == "query" {
-            conns.push(("kept alive after a request", connect(addr, kept_alive.as_bytes())));
+            conns.push((
+                "kept alive after a request",
+                connect(addr, kept_alive.as_bytes()),
+            ));
         }
         let opened = Instant::now();
         for (what, s) in &mut conns {
             let (closed, got) = closed_within(s, Duration::from_secs(6));
-            assert!(closed, "{listener}: the {what} connection is still open after {:?}", opened.elapsed());
+            assert!(
+                closed,
+                "{listener}: the {what} connection is still open after {:?}",
+                opened.elapsed()
+            );
             if *what == "half a body" {
-                assert!(got.starts_with("HTTP/1.1 408"), "{listener}: {what}: {got:?}");
+                assert!(
+                    got.starts_with("HTTP/1.1 408"),
+                    "{listener}: {what}: {got:?}"
+                );
             }
             if *what == "kept alive after a request" {
                 assert!(got.starts_with("HTTP/1.1 200"), "{what}: {got:?}");
@@ -75,9 +97,18 @@ fn idle_half_header_and_half_body_connections_are_closed_on_both_listeners() {
     // HTTP/2 one, too, which the header timeout does not cover).
     let w = Waggle::start(&["--header-read-timeout", "30s", "--idle-timeout", "1s"]).unwrap();
     let mut h1 = connect(w.ingest, b"");
-    let mut h2 = connect(w.ingest, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00");
-    assert!(closed_within(&mut h1, Duration::from_secs(4)).0, "HTTP/1 idle");
-    assert!(closed_within(&mut h2, Duration::from_secs(4)).0, "HTTP/2 idle");
+    let mut h2 = connect(
+        w.ingest,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    );
+    assert!(
+        closed_within(&mut h1, Duration::from_secs(4)).0,
+        "HTTP/1 idle"
+    );
+    assert!(
+        closed_within(&mut h2, Duration::from_secs(4)).0,
+        "HTTP/2 idle"
+    );
     // (The test harness serves both on one port: count both listeners.)
     let closed: f64 = ["query", "ingest"]
         .iter()
@@ -91,7 +122,15 @@ fn idle_half_header_and_half_body_connections_are_closed_on_both_listeners() {
 
 #[test]
 fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
-    let w = Waggle::start(&["--max-connections", "3", "--idle-timeout", "2s", "--header-read-timeout", "2s"]).unwrap();
+    let w = Waggle::start(&[
+        "--max-connections",
+        "3",
+        "--idle-timeout",
+        "2s",
+        "--header-read-timeout",
+        "2s",
+    ])
+    .unwrap();
     let held: Vec<TcpStream> = (0..3).map(|_| connect(w.query, b"")).collect();
     std::thread::sleep(Duration::from_millis(200));
     let client = reqwest::blocking::Client::builder()
@@ -99,7 +138,10 @@ fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
         .build()
         .unwrap();
     let url = format!("{}/-/healthy", w.base());
-    assert!(client.get(&url).send().is_err(), "a fourth connection is not served while three are held");
+    assert!(
+        client.get(&url).send().is_err(),
+        "a fourth connection is not served while three are held"
+    );
     // The held ones idle out; the server then takes new connections again.
     let deadline = Instant::now() + Duration::from_secs(8);
     let patient = waggle_tests::prom::client();

@@ -12,7 +12,12 @@ use waggle_wire::sample;
 fn traffic(w: &Waggle) {
     for seq in 0..3 {
         let events = recent(sample::inbound(200, seq + 1, false));
-        let (status, v) = post(&w.ingest_base(), "/v1/events", wire(&events, &sample::header(seq)), &[WIRE]);
+        let (status, v) = post(
+            &w.ingest_base(),
+            "/v1/events",
+            wire(&events, &sample::header(seq)),
+            &[WIRE],
+        );
         assert_eq!(status, 202, "{v}");
     }
 }
@@ -31,14 +36,48 @@ fn nesting_is_evaluated_up_to_the_bound_and_refused_beyond_it_never_crashing() {
     let base = w.base();
     let total = client::value(&base, "sum(istio_requests_total)").unwrap();
     // Each form nested so its bound is exactly MAX_DEPTH (accepted), then one more (refused).
-    type Form = (&'static str, fn(usize) -> String, Option<fn(usize, f64) -> f64>);
+    type Form = (
+        &'static str,
+        fn(usize) -> String,
+        Option<fn(usize, f64) -> f64>,
+    );
     let forms: [Form; 6] = [
-        ("abs", |n| format!("{}sum(istio_requests_total){}", "abs(".repeat(n - 1), ")".repeat(n - 1)), Some(|_, t| t)),
-        ("sum", |n| format!("{}istio_requests_total{}", "sum(".repeat(n), ")".repeat(n)), Some(|_, t| t)),
-        ("a chain of 1+", |n| format!("{}1", "1+".repeat(n)), Some(|n, _| (n + 1) as f64)),
-        ("parentheses", |n| format!("{}7{}", "(".repeat(n), ")".repeat(n)), Some(|_, _| 7.0)),
-        ("unary minus", |n| format!("{}1", "-".repeat(n)), Some(|n, _| if n % 2 == 0 { 1.0 } else { -1.0 })),
-        ("an empty selector", |n| format!("{}nothing_here{}", "abs(".repeat(n), ")".repeat(n)), None),
+        (
+            "abs",
+            |n| {
+                format!(
+                    "{}sum(istio_requests_total){}",
+                    "abs(".repeat(n - 1),
+                    ")".repeat(n - 1)
+                )
+            },
+            Some(|_, t| t),
+        ),
+        (
+            "sum",
+            |n| format!("{}istio_requests_total{}", "sum(".repeat(n), ")".repeat(n)),
+            Some(|_, t| t),
+        ),
+        (
+            "a chain of 1+",
+            |n| format!("{}1", "1+".repeat(n)),
+            Some(|n, _| (n + 1) as f64),
+        ),
+        (
+            "parentheses",
+            |n| format!("{}7{}", "(".repeat(n), ")".repeat(n)),
+            Some(|_, _| 7.0),
+        ),
+        (
+            "unary minus",
+            |n| format!("{}1", "-".repeat(n)),
+            Some(|n, _| if n % 2 == 0 { 1.0 } else { -1.0 }),
+        ),
+        (
+            "an empty selector",
+            |n| format!("{}nothing_here{}", "abs(".repeat(n), ")".repeat(n)),
+            None,
+        ),
     ];
     for (name, make, want) in forms {
         // The largest n whose bound is MAX_DEPTH: bound(make(n)) == n + 1 for these forms.
@@ -57,7 +96,10 @@ fn nesting_is_evaluated_up_to_the_bound_and_refused_beyond_it_never_crashing() {
                 assert_eq!(got, f(n, total), "{name}");
             }
             None => assert!(
-                v["warnings"][0].as_str().unwrap_or("").contains("nothing_here"),
+                v["warnings"][0]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("nothing_here"),
                 "{name}: the explanation walked the tree: {v}"
             ),
         }
@@ -65,7 +107,10 @@ fn nesting_is_evaluated_up_to_the_bound_and_refused_beyond_it_never_crashing() {
             let (status, v) = query(&base, &make(deeper), &[]);
             assert_eq!(status, 400, "{name} nested {deeper}: {v}");
             assert_eq!(v["errorType"], "bad_data");
-            assert!(v["error"].as_str().unwrap().contains("nested too deeply"), "{v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("nested too deeply"),
+                "{v}"
+            );
         }
     }
     // The same guard on every endpoint that parses.
@@ -78,7 +123,12 @@ fn nesting_is_evaluated_up_to_the_bound_and_refused_beyond_it_never_crashing() {
     assert_eq!(resp.status().as_u16(), 400);
     let resp = waggle_tests::prom::client()
         .post(format!("{base}/api/v1/query_range"))
-        .form(&[("query", deep.as_str()), ("start", "0"), ("end", "10"), ("step", "1")])
+        .form(&[
+            ("query", deep.as_str()),
+            ("start", "0"),
+            ("end", "10"),
+            ("step", "1"),
+        ])
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
@@ -108,17 +158,32 @@ fn a_slow_query_holds_up_nothing_else() {
     while !slow.is_finished() && started.elapsed() < Duration::from_secs(3) {
         let t = Instant::now();
         let events = recent(sample::inbound(20, seq, false));
-        let (status, _) = post(&w.ingest_base(), "/v1/events", wire(&events, &sample::header(seq)), &[WIRE]);
+        let (status, _) = post(
+            &w.ingest_base(),
+            "/v1/events",
+            wire(&events, &sample::header(seq)),
+            &[WIRE],
+        );
         assert_eq!(status, 202);
         assert!(healthy(&w));
-        let (status, v) = query(&base, r#"sum(rate(istio_requests_total{reporter="destination"}[1m]))"#, &[]);
+        let (status, v) = query(
+            &base,
+            r#"sum(rate(istio_requests_total{reporter="destination"}[1m]))"#,
+            &[],
+        );
         assert_eq!(status, 200, "{v}");
         worst = worst.max(t.elapsed());
         seq += 1;
     }
     // Before the store's lock was sliced, each of these waited for the whole slow query.
-    assert!(worst < Duration::from_secs(2), "ingest, health and Flagger's query took {worst:?} beside a slow query");
-    assert!(!slow.is_finished(), "the slow query must still run for the test to mean anything");
+    assert!(
+        worst < Duration::from_secs(2),
+        "ingest, health and Flagger's query took {worst:?} beside a slow query"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the slow query must still run for the test to mean anything"
+    );
     let (status, took) = slow.join().unwrap();
     assert!(status == 200 || status == 503, "{status} after {took:?}");
 }
@@ -146,7 +211,11 @@ fn a_batch_of_new_shapes_holds_up_no_query() {
     let mut during = 0;
     while !ingest.is_finished() {
         let t = Instant::now();
-        let (status, _) = query(&base, r#"sum(istio_requests_total{reporter="destination"})"#, &[]);
+        let (status, _) = query(
+            &base,
+            r#"sum(istio_requests_total{reporter="destination"})"#,
+            &[],
+        );
         assert_eq!(status, 200);
         worst = worst.max(t.elapsed());
         during += 1;
@@ -154,13 +223,31 @@ fn a_batch_of_new_shapes_holds_up_no_query() {
     let (status, v, took) = ingest.join().unwrap();
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["accepted"], 1500);
-    assert!(during >= 3, "only {during} queries ran during a {took:?} ingest");
-    assert!(worst < Duration::from_secs(1), "a query waited {worst:?} for a {took:?} ingest");
+    assert!(
+        during >= 3,
+        "only {during} queries ran during a {took:?} ingest"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "a query waited {worst:?} for a {took:?} ingest"
+    );
 
-    let more = recent(sample::inbound(waggle_wire::MAX_BATCH_RECORDS + 1, 10, false));
-    let (status, v) = post(&w.ingest_base(), "/v1/events", wire(&more, &sample::header(51)), &[WIRE]);
+    let more = recent(sample::inbound(
+        waggle_wire::MAX_BATCH_RECORDS + 1,
+        10,
+        false,
+    ));
+    let (status, v) = post(
+        &w.ingest_base(),
+        "/v1/events",
+        wire(&more, &sample::header(51)),
+        &[WIRE],
+    );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("at most 10000"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("at most 10000"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -172,9 +259,20 @@ fn explanations_keep_to_the_deadline_and_a_work_budget() {
     let long = "v".repeat(2000);
     for chunk in 0..8 {
         let series = (0..500)
-            .map(|i| client::ts("kpi", &[("tag", &format!("{}{:04}", long, chunk * 500 + i))], &[(now - 1000, 1.0)]))
+            .map(|i| {
+                client::ts(
+                    "kpi",
+                    &[("tag", &format!("{}{:04}", long, chunk * 500 + i))],
+                    &[(now - 1000, 1.0)],
+                )
+            })
             .collect();
-        let (status, v) = post(&w.ingest_base(), "/api/v1/write", client::rw_body(series), &[client::PROTOBUF]);
+        let (status, v) = post(
+            &w.ingest_base(),
+            "/api/v1/write",
+            client::rw_body(series),
+            &[client::PROTOBUF],
+        );
         assert_eq!(status, 204, "{v}");
     }
     let t = Instant::now();
@@ -183,9 +281,18 @@ fn explanations_keep_to_the_deadline_and_a_work_budget() {
     let took = t.elapsed();
     assert_eq!(status, 200, "{v}");
     let warning = v["warnings"][0].as_str().unwrap_or_default();
-    assert!(warning.contains("4000 series match everything but tag="), "{warning}");
-    assert!(warning.contains("budget is spent"), "the reason says it was cut short: {warning}");
-    assert!(took < Duration::from_secs(4), "the explanation took {took:?} for a 1 s query");
+    assert!(
+        warning.contains("4000 series match everything but tag="),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("budget is spent"),
+        "the reason says it was cut short: {warning}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the explanation took {took:?} for a 1 s query"
+    );
 }
 
 #[test]
@@ -199,21 +306,42 @@ fn materialised_points_count_against_the_sample_limit() {
         let t = Instant::now();
         let (status, v) = query(&base, q, &[]);
         assert_eq!(status, 422, "{q}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("too many samples"), "{v}");
-        assert!(t.elapsed() < Duration::from_secs(10), "{q} took {:?}", t.elapsed());
+        assert!(
+            v["error"].as_str().unwrap().contains("too many samples"),
+            "{v}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{q} took {:?}",
+            t.elapsed()
+        );
     }
     let resp = waggle_tests::prom::client()
         .get(format!("{base}/api/v1/query_range"))
-        .query(&[("query", "vector(1)"), ("start", "0"), ("end", "10999"), ("step", "0.1")])
+        .query(&[
+            ("query", "vector(1)"),
+            ("start", "0"),
+            ("end", "10999"),
+            ("step", "0.1"),
+        ])
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400, "more than 11,000 points");
     let resp = waggle_tests::prom::client()
         .get(format!("{base}/api/v1/query_range"))
-        .query(&[("query", "vector(1)"), ("start", "0"), ("end", "10999"), ("step", "1")])
+        .query(&[
+            ("query", "vector(1)"),
+            ("start", "0"),
+            ("end", "10999"),
+            ("step", "1"),
+        ])
         .send()
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200, "11,000 points are within the limit");
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "11,000 points are within the limit"
+    );
 }
 
 #[test]
@@ -221,13 +349,28 @@ fn range_parameters_never_overflow() {
     let w = Waggle::start(&[]).unwrap();
     let resp = waggle_tests::prom::client()
         .get(format!("{}/api/v1/query_range", w.base()))
-        .query(&[("query", "vector(1)"), ("start", "-9e15"), ("end", "9e15"), ("step", "1000")])
+        .query(&[
+            ("query", "vector(1)"),
+            ("start", "-9e15"),
+            ("end", "9e15"),
+            ("step", "1000"),
+        ])
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let v: serde_json::Value = resp.json().unwrap();
-    assert!(v["error"].as_str().unwrap().contains("exceeded maximum resolution of 11,000 points"), "{v}");
-    for (q, t) in [("x[1000000y]", "9e15"), ("vector(1) offset 1000000y", "-9e15"), ("x @ 9e15", "0")] {
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded maximum resolution of 11,000 points"),
+        "{v}"
+    );
+    for (q, t) in [
+        ("x[1000000y]", "9e15"),
+        ("vector(1) offset 1000000y", "-9e15"),
+        ("x @ 9e15", "0"),
+    ] {
         let (status, v) = query(&w.base(), q, &[("time", t)]);
         assert!(status == 200 || status == 400, "{q} at {t}: {status} {v}");
     }
@@ -248,7 +391,13 @@ fn queries_beyond_the_concurrency_limit_wait_then_time_out() {
     let (status, v) = query(&base, "vector(1)", &[("timeout", "500ms")]);
     assert_eq!(status, 503, "{v}");
     assert_eq!(v["errorType"], "timeout");
-    assert!(v["error"].as_str().unwrap().contains("all 1 query slots busy"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("all 1 query slots busy"),
+        "{v}"
+    );
     slow.join().unwrap();
     let (status, _) = query(&base, "vector(1)", &[("timeout", "5s")]);
     assert_eq!(status, 200, "a slot is free again");

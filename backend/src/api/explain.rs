@@ -84,7 +84,8 @@ impl Budget {
     }
 }
 
-const SPENT: &str = "(waggle stopped looking closer: the explanation's work or time budget is spent)";
+const SPENT: &str =
+    "(waggle stopped looking closer: the explanation's work or time budget is spent)";
 
 fn edit_distance(a: &str, b: &str, budget: &mut Budget) -> Option<usize> {
     let a: Vec<char> = a.chars().take(MAX_COMPARED).collect();
@@ -125,7 +126,11 @@ fn closest(values: Vec<String>, wanted: &str, budget: &mut Budget) -> String {
         })
         .collect();
     v.sort();
-    let shown: Vec<String> = v.iter().take(5).map(|(_, x)| format!("{:?}", short(x))).collect();
+    let shown: Vec<String> = v
+        .iter()
+        .take(5)
+        .map(|(_, x)| format!("{:?}", short(x)))
+        .collect();
     let more = v.len().saturating_sub(5);
     let list = if more > 0 {
         format!("{} and {more} more", shown.join(", "))
@@ -162,7 +167,13 @@ fn ago(ms: i64) -> String {
 
 /// Reasons, one per selector that explains the gap; a NaN note when every selector had data.
 /// Bounded by the query's deadline and [`WORK`].
-pub fn why_empty(lock: &Lock, e: &Expr, (start, end): (i64, i64), opts: Options, now: i64) -> Vec<String> {
+pub fn why_empty(
+    lock: &Lock,
+    e: &Expr,
+    (start, end): (i64, i64),
+    opts: Options,
+    now: i64,
+) -> Vec<String> {
     let mut budget = Budget {
         left: WORK,
         deadline: opts.deadline,
@@ -217,7 +228,8 @@ pub fn why_empty(lock: &Lock, e: &Expr, (start, end): (i64, i64), opts: Options,
             let mut samples = Vec::new();
             for id in &ids {
                 samples.clear();
-                lock.read().samples_into(*id, end - range, end, now, &mut samples);
+                lock.read()
+                    .samples_into(*id, end - range, end, now, &mut samples);
                 if !budget.spend(samples.len() as u64 + 1) {
                     looked = false;
                     break;
@@ -287,7 +299,11 @@ fn no_series(lock: &Lock, shown: &str, ms: &[Matcher], budget: &mut Budget) -> S
             let existing = if values.is_empty() {
                 format!("none of them has a {} label", m.name)
             } else {
-                format!("their {} values are {}", m.name, closest(values, &m.value, budget))
+                format!(
+                    "their {} values are {}",
+                    m.name,
+                    closest(values, &m.value, budget)
+                )
             };
             return format!(
                 "{shown} matched no series: {} series match everything but {}, and {existing}",
@@ -353,7 +369,13 @@ mod tests {
             r#"rate(istio_requests_total{destination_workload="podinfo-canary"}[1m])"#,
         )
         .unwrap();
-        let w = why_empty(&s, &e, (now + 600_000, now + 600_000), opts(), now + 600_000);
+        let w = why_empty(
+            &s,
+            &e,
+            (now + 600_000, now + 600_000),
+            opts(),
+            now + 600_000,
+        );
         assert!(
             w[0].contains("no traffic recently") || w[0].contains("none has two samples"),
             "{w:?}"

@@ -6,8 +6,8 @@
 mod headers;
 mod json;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,10 @@ pub struct Gate {
 impl Gate {
     pub fn new(settings: &crate::config::Settings) -> Self {
         // Room for 32 of the largest bodies, or many thousands of ordinary sidecar batches.
-        let budget = settings.max_body_bytes.saturating_mul(32).min(u32::MAX as usize);
+        let budget = settings
+            .max_body_bytes
+            .saturating_mul(32)
+            .min(u32::MAX as usize);
         Self {
             bytes: Arc::new(Semaphore::new(budget)),
             budget,
@@ -152,7 +155,12 @@ async fn read_body(
     }
     let claim = declared.unwrap_or(max).clamp(1, max.min(st.ingest.budget)) as u32;
     let timeout = st.settings.server.body_read_timeout;
-    let permit = match tokio::time::timeout(timeout, st.ingest.bytes.clone().acquire_many_owned(claim)).await {
+    let permit = match tokio::time::timeout(
+        timeout,
+        st.ingest.bytes.clone().acquire_many_owned(claim),
+    )
+    .await
+    {
         Ok(Ok(p)) => p,
         _ => {
             return Err(refuse(
@@ -198,7 +206,9 @@ async fn read_body(
 }
 
 /// Runs CPU-heavy decoding off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(ErrorType::Internal, format!("decoding failed: {e}")))
@@ -209,7 +219,7 @@ fn closed(_: DbError) -> ApiError {
 }
 
 /// Semantic bounds the wire decoder does not know: sizes and values no filter sends.
-fn check_batch(b: &waggle_wire::Batch) -> Result<(), String> {
+pub fn check_batch(b: &waggle_wire::Batch) -> Result<(), String> {
     use waggle_wire::{MAX_BATCH_RECORDS, MAX_DROPPED, MAX_DURATION_US};
     if b.records.len() > MAX_BATCH_RECORDS || b.keys.len() > MAX_BATCH_RECORDS {
         return Err(format!(
@@ -244,8 +254,18 @@ pub async fn events(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers, false)?;
-    let unsupported = |msg: String| refuse(&st, false, Reject::Unsupported, ApiError::new(ErrorType::UnsupportedMedia, msg));
-    let json = match headers::media_type(&headers).map_err(&unsupported)?.as_deref() {
+    let unsupported = |msg: String| {
+        refuse(
+            &st,
+            false,
+            Reject::Unsupported,
+            ApiError::new(ErrorType::UnsupportedMedia, msg),
+        )
+    };
+    let json = match headers::media_type(&headers)
+        .map_err(&unsupported)?
+        .as_deref()
+    {
         Some("application/json") => true,
         None | Some("application/x-waggle-batch") | Some("application/octet-stream") => false,
         Some(other) => {
@@ -323,7 +343,14 @@ pub async fn remote_write(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&st, &headers, true)?;
-    let unsupported = |msg: String| refuse(&st, true, Reject::Unsupported, ApiError::new(ErrorType::UnsupportedMedia, msg));
+    let unsupported = |msg: String| {
+        refuse(
+            &st,
+            true,
+            Reject::Unsupported,
+            ApiError::new(ErrorType::UnsupportedMedia, msg),
+        )
+    };
     let codings = headers::encodings(&headers).map_err(&unsupported)?;
     if let Some(c) = codings.iter().find(|c| *c != "snappy") {
         return Err(unsupported(format!(

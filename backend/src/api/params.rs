@@ -70,7 +70,11 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         ));
     }
     crate::config::parse_duration(s)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_DURATION_MS))
+        .map(|d| {
+            i64::try_from(d.as_millis())
+                .unwrap_or(i64::MAX)
+                .min(MAX_DURATION_MS)
+        })
         .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
@@ -98,7 +102,11 @@ mod tests {
             .contains("cannot parse \"x\" to a valid timestamp"));
         assert_eq!(parse_duration_ms("15s"), Ok(15_000));
         assert_eq!(parse_duration_ms("0.5"), Ok(500));
-        assert_eq!(parse_time("-9e15"), Ok(-MAX_TIME_MS), "clamped, never wrapped");
+        assert_eq!(
+            parse_time("-9e15"),
+            Ok(-MAX_TIME_MS),
+            "clamped, never wrapped"
+        );
         assert_eq!(parse_time("9e300"), Ok(MAX_TIME_MS));
     }
 

@@ -61,12 +61,20 @@ async fn on_pool<T: Send + 'static>(
         .pool
         .run(deadline, move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&st2))).unwrap_or_else(
-                |_| Err(ApiError::new(ErrorType::Internal, "query evaluation panicked")),
+                |_| {
+                    Err(ApiError::new(
+                        ErrorType::Internal,
+                        "query evaluation panicked",
+                    ))
+                },
             )
         })
         .await
         .unwrap_or_else(|e| match e {
-            PoolError::Queued(_) => Err(ApiError::new(ErrorType::Timeout, format!("query timed out in queue: {e}"))),
+            PoolError::Queued(_) => Err(ApiError::new(
+                ErrorType::Timeout,
+                format!("query timed out in queue: {e}"),
+            )),
             PoolError::Closed => Err(ApiError::new(ErrorType::Unavailable, e.to_string())),
         });
     st.metrics
@@ -318,12 +326,18 @@ pub async fn series(
     let (sets, deadline) = metadata_sets(&st, &p, true).await?;
     let data = on_pool(&st, deadline, move |st| {
         let stop = || Instant::now() > deadline;
-        let mut labels =
-            read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
-                s.labels(id)
-            });
+        let mut labels = read::each_matching(
+            &st.db.lock,
+            &sets,
+            Some((start, end, now)),
+            stop,
+            |s, id| s.labels(id),
+        );
         if Instant::now() > deadline {
-            return Err(ApiError::new(ErrorType::Timeout, "query timed out in series lookup"));
+            return Err(ApiError::new(
+                ErrorType::Timeout,
+                "query timed out in series lookup",
+            ));
         }
         labels.sort();
         Ok(format!(
@@ -353,13 +367,16 @@ pub async fn labels(
             st.db.lock.read().label_names(None)
         } else {
             let stop = || Instant::now() > deadline;
-            let mut names: Vec<String> =
-                read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
-                    s.label_names(Some(&[id]))
-                })
-                .into_iter()
-                .flatten()
-                .collect();
+            let mut names: Vec<String> = read::each_matching(
+                &st.db.lock,
+                &sets,
+                Some((start, end, now)),
+                stop,
+                |s, id| s.label_names(Some(&[id])),
+            )
+            .into_iter()
+            .flatten()
+            .collect();
             names.sort();
             names.dedup();
             names
@@ -387,13 +404,16 @@ pub async fn label_values(
             st.db.lock.read().label_values(&name, None)
         } else {
             let stop = || Instant::now() > deadline;
-            let mut values: Vec<String> =
-                read::each_matching(&st.db.lock, &sets, Some((start, end, now)), stop, |s, id| {
-                    s.label_values(&name, Some(&[id]))
-                })
-                .into_iter()
-                .flatten()
-                .collect();
+            let mut values: Vec<String> = read::each_matching(
+                &st.db.lock,
+                &sets,
+                Some((start, end, now)),
+                stop,
+                |s, id| s.label_values(&name, Some(&[id])),
+            )
+            .into_iter()
+            .flatten()
+            .collect();
             values.sort();
             values.dedup();
             values

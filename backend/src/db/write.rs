@@ -64,11 +64,17 @@ fn check(lock: &Lock, req: &Request, now_ms: i64) -> Result<(), Refused> {
         };
         for &(ts, v) in view.samples {
             if ts < now_ms.saturating_sub(retention) {
-                return Err(Refused::TooOld { series: name(s.id), ts });
+                return Err(Refused::TooOld {
+                    series: name(s.id),
+                    ts,
+                });
             }
             match s.newest {
                 Some((t, old)) if t == ts && old.to_bits() != v.to_bits() => {
-                    return Err(Refused::Duplicate { series: name(s.id), ts });
+                    return Err(Refused::Duplicate {
+                        series: name(s.id),
+                        ts,
+                    });
                 }
                 Some((t, _)) if t > ts => {
                     return Err(Refused::OutOfOrder {

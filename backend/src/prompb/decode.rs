@@ -93,7 +93,9 @@ impl<'a> SeriesView<'a> {
     /// The labels, sorted by name.
     pub fn labels(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let req = self.req;
-        self.pairs.iter().map(move |(n, v)| (req.str(*n), req.str(*v)))
+        self.pairs
+            .iter()
+            .map(move |(n, v)| (req.str(*n), req.str(*v)))
     }
 
     pub fn label_vec(&self) -> Vec<(&'a str, &'a str)> {
@@ -124,7 +126,9 @@ impl Request {
 
     /// Bytes held: the body and the tables over it.
     pub fn bytes(&self) -> usize {
-        self.buf.capacity() + self.pairs.capacity() * 16 + self.samples.capacity() * 16
+        self.buf.capacity()
+            + self.pairs.capacity() * 16
+            + self.samples.capacity() * 16
             + self.series.capacity() * 8
     }
 
@@ -289,7 +293,8 @@ fn series<'a>(
         }
     }
     let buf = r.buf;
-    let text = |(from, to): Span| std::str::from_utf8(&buf[from as usize..to as usize]).unwrap_or("");
+    let text =
+        |(from, to): Span| std::str::from_utf8(&buf[from as usize..to as usize]).unwrap_or("");
     let pairs = &mut req.pairs[first_pair..];
     if pairs.is_empty() {
         return Err(DecodeError::NoLabels { series: index });
@@ -342,7 +347,10 @@ fn label(r: &mut Reader<'_>, index: usize, limits: &Limits) -> Result<(Span, Spa
     let utf8 = |(from, to): (usize, usize), what| {
         std::str::from_utf8(&r.buf[from..to])
             .map(|_| (from as u32, to as u32))
-            .map_err(|_| DecodeError::BadUtf8 { series: index, what })
+            .map_err(|_| DecodeError::BadUtf8 {
+                series: index,
+                what,
+            })
     };
     let (n, v) = (utf8(name, "name")?, utf8(value, "value")?);
     let name_len = name.1 - name.0;
@@ -413,20 +421,50 @@ mod tests {
         };
         let cases: Vec<(Vec<TimeSeries>, &str)> = vec![
             (vec![ts(&[], &[(1, 1.0)])], "has no labels"),
-            (vec![ts(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")], &[])], "4 labels, more than the 3"),
-            (vec![ts(&[("abcdefghi", "1")], &[])], "label name of 9 bytes"),
-            (vec![ts(&[("a", "123456789")], &[])], "the value of label \"a\" is 9 bytes"),
+            (
+                vec![ts(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")], &[])],
+                "4 labels, more than the 3",
+            ),
+            (
+                vec![ts(&[("abcdefghi", "1")], &[])],
+                "label name of 9 bytes",
+            ),
+            (
+                vec![ts(&[("a", "123456789")], &[])],
+                "the value of label \"a\" is 9 bytes",
+            ),
             (vec![ts(&[("1a", "1")], &[])], "invalid label name \"1a\""),
-            (vec![ts(&[("__name__", "a-b")], &[])], "invalid metric name \"a-b\""),
-            (vec![ts(&[("b", "1"), ("a", "1"), ("b", "2")], &[])], "duplicate label name \"b\""),
-            (vec![ts(&[("a", "1")], &[(2, 1.0), (1, 1.0)])], "not in increasing timestamp order"),
-            (vec![ts(&[("a", "1")], &[]), ts(&[("a", "2")], &[]), ts(&[("a", "3")], &[])], "more than 2 series"),
+            (
+                vec![ts(&[("__name__", "a-b")], &[])],
+                "invalid metric name \"a-b\"",
+            ),
+            (
+                vec![ts(&[("b", "1"), ("a", "1"), ("b", "2")], &[])],
+                "duplicate label name \"b\"",
+            ),
+            (
+                vec![ts(&[("a", "1")], &[(2, 1.0), (1, 1.0)])],
+                "not in increasing timestamp order",
+            ),
+            (
+                vec![
+                    ts(&[("a", "1")], &[]),
+                    ts(&[("a", "2")], &[]),
+                    ts(&[("a", "3")], &[]),
+                ],
+                "more than 2 series",
+            ),
         ];
         for (series, want) in cases {
             let e = decode(encode(&WriteRequest { timeseries: series }), &l).unwrap_err();
             assert!(e.to_string().contains(want), "{e} does not say {want:?}");
         }
-        for bad in [vec![0x0a, 0x05, 0x0a], vec![0x0a], vec![0xff; 11], vec![0x0b]] {
+        for bad in [
+            vec![0x0a, 0x05, 0x0a],
+            vec![0x0a],
+            vec![0xff; 11],
+            vec![0x0b],
+        ] {
             assert!(matches!(decode(bad, &l), Err(DecodeError::Malformed(_))));
         }
     }
@@ -434,9 +472,16 @@ mod tests {
     #[test]
     fn duplicate_check_is_linear() {
         // 100,000 distinct labels in one series: sorting is O(n log n), not O(n²).
-        let labels: Vec<(String, String)> = (0..100_000).map(|i| (format!("l{i}"), "v".into())).collect();
-        let pairs: Vec<(&str, &str)> = labels.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        let body = encode(&WriteRequest { timeseries: vec![ts(&pairs, &[(1, 1.0)])] });
+        let labels: Vec<(String, String)> = (0..100_000)
+            .map(|i| (format!("l{i}"), "v".into()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let body = encode(&WriteRequest {
+            timeseries: vec![ts(&pairs, &[(1, 1.0)])],
+        });
         let limits = Limits {
             max_labels: 200_000,
             ..Limits::default()
@@ -444,7 +489,11 @@ mod tests {
         let t = std::time::Instant::now();
         let req = decode(body, &limits).unwrap();
         assert_eq!(req.series().next().unwrap().labels().count(), 100_000);
-        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 
 /// Bytes a varint of `v` takes.
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -15,16 +15,27 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 fn label_len(name: &str, value: &str) -> usize {
-    1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(value.len() as u64) + value.len()
+    1 + varint_len(name.len() as u64)
+        + name.len()
+        + 1
+        + varint_len(value.len() as u64)
+        + value.len()
 }
 
 fn sample_len(ts: i64) -> usize {
     // value: tag + 8 bytes; timestamp: tag + varint (omitted when 0, as proto3 does).
-    9 + if ts == 0 { 0 } else { 1 + varint_len(ts as u64) }
+    9 + if ts == 0 {
+        0
+    } else {
+        1 + varint_len(ts as u64)
+    }
 }
 
 /// The encoded size of one `TimeSeries` message body.
-pub fn encoded_len<'a>(labels: impl Iterator<Item = (&'a str, &'a str)>, samples: &[(i64, f64)]) -> usize {
+pub fn encoded_len<'a>(
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    samples: &[(i64, f64)],
+) -> usize {
     let l: usize = labels
         .map(|(n, v)| {
             let inner = label_len(n, v);
@@ -142,7 +153,14 @@ mod tests {
 
     #[test]
     fn varint_lengths() {
-        for (v, n) in [(0u64, 1), (127, 1), (128, 2), (16383, 2), (16384, 3), (u64::MAX, 10)] {
+        for (v, n) in [
+            (0u64, 1),
+            (127, 1),
+            (128, 2),
+            (16383, 2),
+            (16384, 3),
+            (u64::MAX, 10),
+        ] {
             assert_eq!(varint_len(v), n, "{v}");
             let mut b = Vec::new();
             put_varint(&mut b, v);

@@ -176,7 +176,9 @@ fn skip_number(b: &[u8], mut i: usize) -> usize {
 /// The direct subexpressions of `e`.
 pub fn children(e: &Expr) -> Vec<&Expr> {
     match e {
-        Expr::Aggregate(a) => std::iter::once(&*a.expr).chain(a.param.as_deref()).collect(),
+        Expr::Aggregate(a) => std::iter::once(&*a.expr)
+            .chain(a.param.as_deref())
+            .collect(),
         Expr::Unary(u) => vec![&*u.expr],
         Expr::Binary(b) => vec![&*b.lhs, &*b.rhs],
         Expr::Paren(p) => vec![&*p.expr],
@@ -224,7 +226,10 @@ mod tests {
             let e = crate::promql::parse(q).unwrap_or_else(|err| panic!("{q}: {err}"));
             let (real, b) = (real_depth(&e), bound(q));
             assert!(b >= real, "{q}: bound {b} < real depth {real}");
-            assert!(b <= real + 4, "{q}: bound {b} is far above the real depth {real}");
+            assert!(
+                b <= real + 4,
+                "{q}: bound {b} is far above the real depth {real}"
+            );
         }
     }
 

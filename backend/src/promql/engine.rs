@@ -8,8 +8,8 @@ use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 use rustc_hash::FxHashMap;
 
 use super::value::{exec, EvalError, Result, Sample, Series, Value};
-use crate::labels::Labels;
 use crate::db::Lock;
+use crate::labels::Labels;
 use crate::store::is_stale;
 
 /// Settings of one evaluation.
@@ -49,7 +49,9 @@ pub const MAX_DURATION_MS: i64 = 1 << 60;
 pub const MAX_TIME_MS: i64 = 1 << 62;
 
 pub fn duration_ms(d: &std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_DURATION_MS)
+    i64::try_from(d.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(MAX_DURATION_MS)
 }
 
 fn offset_ms(o: &Option<Offset>) -> i64 {

@@ -141,7 +141,10 @@ mod tests {
             p.run(far, || std::thread::sleep(Duration::from_millis(300)))
                 .await
         };
-        let (a, b) = (tokio::spawn(slow(pool.clone())), tokio::spawn(slow(pool.clone())));
+        let (a, b) = (
+            tokio::spawn(slow(pool.clone())),
+            tokio::spawn(slow(pool.clone())),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         let late = pool
             .run(Instant::now() + Duration::from_millis(100), || 7)

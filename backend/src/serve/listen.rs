@@ -44,7 +44,11 @@ impl Watched {
 }
 
 impl AsyncRead for Watched {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -55,7 +59,11 @@ impl AsyncRead for Watched {
 }
 
 impl AsyncWrite for Watched {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.touch();
@@ -123,7 +131,13 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connection(io: TcpStream, app: Router, limits: ServerSettings, stats: &Stats, mut stop: watch::Receiver<bool>) {
+async fn connection(
+    io: TcpStream,
+    app: Router,
+    limits: ServerSettings,
+    stats: &Stats,
+    mut stop: watch::Receiver<bool>,
+) {
     let activity = Arc::new(Activity::default());
     let epoch = Instant::now();
     let io = Watched {
@@ -162,7 +176,8 @@ async fn connection(io: TcpStream, app: Router, limits: ServerSettings, stats: &
     // HTTP/2 peer that never answers our GOAWAY cannot keep it open).
     let mut closing: Option<tokio::time::Instant> = None;
     loop {
-        let give_up = closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let give_up =
+            closing.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = check.tick(), if closing.is_none() => {

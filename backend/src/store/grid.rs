@@ -400,7 +400,9 @@ impl Grid {
             return false;
         }
         let stale_end = self.stale_end();
-        let last = now.min(stale_end - 1).max(self.tail_start + self.tail.len() as i64 - 1);
+        let last = now
+            .min(stale_end - 1)
+            .max(self.tail_start + self.tail.len() as i64 - 1);
         hit(self.tail_start, last) || (now >= stale_end && (from..=to).contains(&stale_end))
     }
 
@@ -582,7 +584,12 @@ mod tests {
                 for len in [0, 1, 4, 30] {
                     let mut n = 0;
                     g.points(from, from + len, now, |_, _| n += 1);
-                    assert_eq!(g.any_point(from, from + len, now), n > 0, "{from}..={} at {now}", from + len);
+                    assert_eq!(
+                        g.any_point(from, from + len, now),
+                        n > 0,
+                        "{from}..={} at {now}",
+                        from + len
+                    );
                 }
             }
         }

@@ -66,7 +66,13 @@ impl Store {
         pending: &mut Vec<(u32, u32, SeriesId)>,
     ) -> Result<SeriesId, Refused> {
         let full = self.index.len() >= self.limits.max_series;
-        let sym = |s: &mut Self, x: &str| if full { s.symbols.get(x) } else { Some(s.symbols.intern(x)) };
+        let sym = |s: &mut Self, x: &str| {
+            if full {
+                s.symbols.get(x)
+            } else {
+                Some(s.symbols.intern(x))
+            }
+        };
         let refused = |s: &mut Self| {
             s.stats.series_refused += 1;
             Err(Refused::SeriesLimit(s.limits.max_series))
@@ -134,20 +140,46 @@ mod tests {
         let mut s = Store::new(Limits::default());
         let counter = Kind::Counter { per_unit: 1.0 };
         let single = s
-            .series(&[("b", "2"), ("__name__", "x_bucket"), ("a", "1"), ("le", "5")], counter)
+            .series(
+                &[
+                    ("b", "2"),
+                    ("__name__", "x_bucket"),
+                    ("a", "1"),
+                    ("le", "5"),
+                ],
+                counter,
+            )
             .unwrap();
         let members = [
-            Member { name: "x_bucket", extra: Some("5"), kind: counter },
-            Member { name: "x_bucket", extra: Some("+Inf"), kind: counter },
-            Member { name: "x_sum", extra: None, kind: counter },
+            Member {
+                name: "x_bucket",
+                extra: Some("5"),
+                kind: counter,
+            },
+            Member {
+                name: "x_bucket",
+                extra: Some("+Inf"),
+                kind: counter,
+            },
+            Member {
+                name: "x_sum",
+                extra: None,
+                kind: counter,
+            },
         ];
         let ids: Vec<SeriesId> = s
             .series_group(&[("a", "1"), ("b", "2"), ("c", "")], "le", &members)
             .into_iter()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(ids[0], single, "the same label set, whichever way it was made");
-        assert_eq!(s.labels(ids[1]).to_string(), r#"x_bucket{a="1", b="2", le="+Inf"}"#);
+        assert_eq!(
+            ids[0], single,
+            "the same label set, whichever way it was made"
+        );
+        assert_eq!(
+            s.labels(ids[1]).to_string(),
+            r#"x_bucket{a="1", b="2", le="+Inf"}"#
+        );
         assert_eq!(
             s.lookup(&[("__name__", "x_sum"), ("b", "2"), ("a", "1")]),
             Some(ids[2])
@@ -162,14 +194,25 @@ mod tests {
             ..Limits::default()
         });
         let counter = Kind::Counter { per_unit: 1.0 };
-        let m = |name| Member { name, extra: None, kind: counter };
+        let m = |name| Member {
+            name,
+            extra: None,
+            kind: counter,
+        };
         let got = s.series_group(&[("a", "1")], "le", &[m("x"), m("y"), m("z")]);
         assert!(got[0].is_ok() && got[1].is_ok());
         assert_eq!(got[2], Err(Refused::SeriesLimit(2)));
         let symbols = s.symbols_len();
         let got = s.series_group(&[("a", "new-value")], "le", &[m("x")]);
         assert_eq!(got[0], Err(Refused::SeriesLimit(2)));
-        assert_eq!(s.symbols_len(), symbols, "nothing interned for refused series");
-        assert!(s.series_group(&[("a", "1")], "le", &[m("y")])[0].is_ok(), "existing ones are found");
+        assert_eq!(
+            s.symbols_len(),
+            symbols,
+            "nothing interned for refused series"
+        );
+        assert!(
+            s.series_group(&[("a", "1")], "le", &[m("y")])[0].is_ok(),
+            "existing ones are found"
+        );
     }
 }

@@ -9,12 +9,12 @@ use rustc_hash::FxHashMap;
 
 use super::postings::Postings;
 use super::symbols::Symbols;
-use super::{Data, SeriesId, Store};
+use super::{Data, Key, SeriesId, Store};
 
 /// A rebuilt symbol table and everything renumbered with it, ready to swap in.
 pub struct Compaction {
     symbols: Symbols,
-    labels: Vec<(SeriesId, Arc<[(u32, u32)]>)>,
+    labels: Vec<(SeriesId, Key)>,
     index: FxHashMap<Arc<[(u32, u32)]>, SeriesId>,
     postings: Postings,
     generation: u64,
@@ -40,11 +40,18 @@ impl Store {
 
     /// [`Store::maintain`]'s per-series part for the ids in `range`; returns the series left
     /// empty, for [`Store::remove_many`].
-    pub fn maintain_range(&mut self, now_ms: i64, range: std::ops::Range<SeriesId>) -> Vec<SeriesId> {
+    pub fn maintain_range(
+        &mut self,
+        now_ms: i64,
+        range: std::ops::Range<SeriesId>,
+    ) -> Vec<SeriesId> {
         let min_ts = now_ms.saturating_sub(self.limits.retention_ms);
         let (now_step, min_step) = (self.step(now_ms), self.step(min_ts));
         let mut dead = Vec::new();
-        let (from, to) = (range.start as usize, (range.end as usize).min(self.series.len()));
+        let (from, to) = (
+            range.start as usize,
+            (range.end as usize).min(self.series.len()),
+        );
         for (id, slot) in self.series.iter_mut().enumerate().take(to).skip(from) {
             let Some(s) = slot else { continue };
             let alive = match &mut s.data {
@@ -109,14 +116,17 @@ impl Store {
             .collect();
         let remap = |i: u32| map.get(i as usize).copied().unwrap_or(u32::MAX);
         // Remapping keeps the name order: it is the order of the strings, not the ids.
-        let labels: Vec<(SeriesId, Arc<[(u32, u32)]>)> = self
+        let labels: Vec<(SeriesId, Key)> = self
             .series
             .iter()
             .enumerate()
             .filter_map(|(id, s)| {
                 let s = s.as_ref()?;
-                let l: Arc<[(u32, u32)]> =
-                    s.labels.iter().map(|&(n, v)| (remap(n), remap(v))).collect();
+                let l: Arc<[(u32, u32)]> = s
+                    .labels
+                    .iter()
+                    .map(|&(n, v)| (remap(n), remap(v)))
+                    .collect();
                 Some((id as SeriesId, l))
             })
             .collect();

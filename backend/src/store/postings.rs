@@ -224,7 +224,10 @@ mod tests {
         assert_eq!(p.values(1).unwrap()[&1], [1, 5, 7, 9, 12]);
         p.remove(vec![(1, 1, 5), (1, 1, 12), (1, 2, 3)]);
         assert_eq!(p.values(1).unwrap()[&1], [1, 7, 9]);
-        assert!(!p.values(1).unwrap().contains_key(&2), "empty lists are dropped");
+        assert!(
+            !p.values(1).unwrap().contains_key(&2),
+            "empty lists are dropped"
+        );
         p.remove(vec![(1, 1, 1), (1, 1, 7), (1, 1, 9)]);
         assert!(p.values(1).is_none());
     }

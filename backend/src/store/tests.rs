@@ -169,7 +169,10 @@ fn counters_on_the_grid_and_retention() {
     };
     let mut s = Store::new(limits);
     let id = s
-        .series(&[("__name__", "req_total")], Kind::Counter { per_unit: 2.0 })
+        .series(
+            &[("__name__", "req_total")],
+            Kind::Counter { per_unit: 2.0 },
+        )
         .unwrap();
     s.add(id, 1_000, 2, 1_000);
     s.add(id, 2_400, 2, 2_500);

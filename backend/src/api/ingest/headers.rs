@@ -58,7 +58,10 @@ mod tests {
         let cases = [
             ("APPLICATION/JSON", Some("application/json")),
             ("application/json; charset=utf-8", Some("application/json")),
-            (" application/x-waggle-batch ;q=1", Some("application/x-waggle-batch")),
+            (
+                " application/x-waggle-batch ;q=1",
+                Some("application/x-waggle-batch"),
+            ),
             ("application/jsonx", Some("application/jsonx")),
         ];
         for (v, want) in cases {
@@ -80,7 +83,10 @@ mod tests {
 
     #[test]
     fn encodings_are_listed_by_name() {
-        let e = encodings(&h(&[("content-encoding", "identity"), ("content-encoding", "GZIP, snappy")]));
+        let e = encodings(&h(&[
+            ("content-encoding", "identity"),
+            ("content-encoding", "GZIP, snappy"),
+        ]));
         assert_eq!(e.unwrap(), ["gzip", "snappy"]);
     }
 }
