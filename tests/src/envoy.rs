@@ -26,8 +26,24 @@ pub fn binary() -> Option<PathBuf> {
     })
 }
 
-/// A free loopback port (bound then released; good enough for tests on one machine).
+/// A free loopback port (bound then released). Picked at random below Linux's ephemeral range
+/// (32768 and up), so neither another test's `:0` listener nor an outgoing connection takes
+/// it between here and its use, as happened with ports the kernel handed out.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32);
+    for _ in 0..1000 {
+        let x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ seed;
+        let x = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let port = 12_000 + (x % 20_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -10,6 +10,7 @@ pub mod fuzz;
 pub mod honeycomb;
 pub mod host;
 pub mod istio;
+pub mod process;
 pub mod prom;
 pub mod vm;
 

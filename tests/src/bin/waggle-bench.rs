@@ -15,11 +15,12 @@
 //! waggle binary>]`.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use waggle::api::ingest::{RwLabel, RwSample, RwTimeSeries};
+use waggle_tests::process::{rss, Serve};
 use waggle_tests::prom::{self, Prometheus};
 use waggle_wire::{sample, BatchBuilder, Event, Header};
 
@@ -485,77 +486,12 @@ fn freshness_section(o: &Opts) -> Result<String> {
     ))
 }
 
-/// RSS of a process in bytes, from /proc.
-fn rss(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
-}
-
-struct Serve {
-    child: Child,
-    query: u16,
-    ingest: u16,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_waggle(path: &std::path::Path, extra: &[&str]) -> Result<Serve> {
-    let (query, ingest) = (
-        waggle_tests::envoy::free_port(),
-        waggle_tests::envoy::free_port(),
-    );
-    let child = Command::new(path)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{query}"),
-            "--ingest-listen",
-            &format!("127.0.0.1:{ingest}"),
-            "--log-level",
-            "warn",
-            // The benchmark replays an hour in a few minutes: without this the real-time
-            // maintenance would end every series as idle between its replayed events.
-            "--stale-after",
-            "2h",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release -p waggle)",
-                path.display()
-            )
-        })?;
-    let s = Serve {
-        child,
-        query,
-        ingest,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while waggle_tests::envoy::get(query, "/-/ready")
-        .map(|r| r.0)
-        .ok()
-        != Some(200)
-    {
-        if Instant::now() > deadline {
-            bail!("waggle serve did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(s)
+    // The benchmark replays an hour in a few minutes: without a long stale time, the real-time
+    // maintenance would end every series as idle between its replayed events.
+    let mut args = vec!["--log-level", "warn", "--stale-after", "2h"];
+    args.extend_from_slice(extra);
+    Serve::start(path, &args)
 }
 
 /// Resident memory each server gained holding one data set.
@@ -599,7 +535,7 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     // waggle: a separate process, fed over HTTP like the sidecars feed it.
     let w = start_waggle(&o.waggle, &[])?;
     std::thread::sleep(Duration::from_millis(300));
-    let w_before = rss(w.child.id())?;
+    let w_before = rss(w.pid())?;
     let c = prom::client();
     for b in &batches {
         let r = c
@@ -663,7 +599,7 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     )?;
     drop(all);
     std::thread::sleep(Duration::from_secs(1));
-    let w_after = rss(w.child.id())?;
+    let w_after = rss(w.pid())?;
     let store_bytes: f64 = c
         .get(format!("http://127.0.0.1:{}/metrics", w.query))
         .send()?
@@ -838,7 +774,18 @@ fn machine() -> String {
     )
 }
 
-fn main() -> Result<()> {
+/// Errors (a missing tool above all) are one line, never a backtrace.
+fn main() -> std::process::ExitCode {
+    match run_all() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("waggle-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_all() -> Result<()> {
     let o = opts()?;
     let mut sections: BTreeMap<u8, String> = BTreeMap::new();
     sections.insert(0, machine());
