@@ -45,20 +45,22 @@ impl AppState {
     /// Builds the state around an empty store (must run inside a Tokio runtime).
     pub fn new(settings: Settings, exporter: Option<Arc<Exporter>>) -> std::io::Result<Shared> {
         let store = Store::new(settings.limits);
-        Self::with_store(settings, exporter, store)
+        Self::with_store(settings, exporter, store, None)
     }
 
-    /// Builds the state around `store` (a restored one, for instance).
+    /// Builds the state around `store` (a restored one, with its log and checkpoints).
     pub fn with_store(
         settings: Settings,
         exporter: Option<Arc<Exporter>>,
         store: Store,
+        durable: Option<crate::db::writer::Durable>,
     ) -> std::io::Result<Shared> {
         let db = Db::start(
             store,
             Mesh::new(settings.families.clone()),
             crate::db::writer::Options {
                 auto_maintain: true,
+                durable,
             },
         )?;
         let pool = Pool::new(settings.server.query_max_concurrency)?;

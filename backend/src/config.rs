@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Largest ingest request body [default: 8388608].
     #[arg(long, env = "WAGGLE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Directory for the write-ahead log and checkpoints; without it everything is in memory
+    /// only and a restart starts empty.
+    #[arg(long, env = "WAGGLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How often the whole store is checkpointed to --data-dir [default: 10s].
+    #[arg(long, env = "WAGGLE_SNAPSHOT_INTERVAL")]
+    pub snapshot_interval: Option<String>,
     /// Log filter, e.g. info or waggle=debug [default: info].
     #[arg(long, env = "LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -95,6 +102,8 @@ struct FileConfig {
     subquery_step: Option<String>,
     ingest_token_file: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    data_dir: Option<PathBuf>,
+    snapshot_interval: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
     query_max_concurrency: Option<usize>,
@@ -134,6 +143,8 @@ pub struct Settings {
     pub log_json: bool,
     pub families: Vec<Family>,
     pub server: ServerSettings,
+    /// The write-ahead log and checkpoints; off without `--data-dir`.
+    pub durable: Option<crate::db::durable::DurableSettings>,
     /// Honeycomb export; off when no key is configured.
     pub honeycomb: Option<ExportSettings>,
     /// The Honeycomb query mode; off when no query key is configured.
@@ -318,6 +329,26 @@ impl ServeArgs {
             body_read_timeout: file.body_read_timeout.clone(),
             idle_timeout: file.idle_timeout.clone(),
         })?;
+        let snapshot_interval = duration(
+            "snapshot_interval",
+            &self.snapshot_interval,
+            &file.snapshot_interval,
+            "10s",
+        )?;
+        if snapshot_interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid {
+                field: "snapshot_interval",
+                reason: "must be at least 1s".into(),
+            });
+        }
+        let durable = self
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .map(|dir| crate::db::durable::DurableSettings {
+                dir,
+                snapshot_interval,
+            });
         let honeycomb = self.honeycomb.resolve(&file.honeycomb)?;
         let honeycomb_query = self.honeycomb_query.resolve(
             &self.honeycomb.base_url(&file.honeycomb),
@@ -372,6 +403,7 @@ impl ServeArgs {
             log_json: log_format == "json",
             families,
             server,
+            durable,
             honeycomb,
             honeycomb_query,
         })

@@ -6,8 +6,10 @@
 //! slices of the same length. So ingest and queries never wait on each other for longer than
 //! a slice, whatever a request's size.
 
+pub mod durable;
 pub mod events;
 pub mod read;
+pub mod wal;
 pub mod write;
 pub mod writer;
 
@@ -33,6 +35,14 @@ pub struct Gauges {
     pub symbols: AtomicU64,
     /// Jobs applied: a test (or a caller) can wait for everything sent so far.
     pub applied: AtomicU64,
+    /// The last log record applied, and the last one on disk (with a data directory).
+    pub applied_seq: AtomicU64,
+    pub durable_seq: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+    pub checkpoint_bytes: AtomicU64,
+    pub checkpoint_ms: AtomicU64,
+    pub wal_bytes: AtomicU64,
 }
 
 impl Gauges {
@@ -150,10 +160,11 @@ impl Db {
         rx.await.map_err(|_| DbError::Closed)
     }
 
-    /// Counts decoded mesh batches into the store; the batches come back with the outcome.
+    /// Counts decoded mesh batches into the store (logged as the bytes they came as); the
+    /// batches come back with the outcome.
     pub async fn events(
         &self,
-        batches: Vec<waggle_wire::Batch>,
+        batches: Vec<writer::Logged>,
         now_ms: i64,
     ) -> Result<(crate::mesh::Outcome, Vec<waggle_wire::Batch>), DbError> {
         self.send(|reply| writer::Job::Events {
@@ -165,11 +176,36 @@ impl Db {
     }
 
     /// Applies one remote-write request, all or nothing.
-    pub async fn write(&self, req: crate::prompb::Request, now_ms: i64) -> Result<usize, DbError> {
+    pub async fn write(
+        &self,
+        req: crate::prompb::Request,
+        body: axum::body::Bytes,
+        now_ms: i64,
+    ) -> Result<usize, DbError> {
         let out = self
-            .send(|reply| writer::Job::Write { req, now_ms, reply })
+            .send(|reply| writer::Job::Write {
+                req,
+                body,
+                now_ms,
+                reply,
+            })
             .await?;
         out.map_err(DbError::from)
+    }
+
+    /// Records a remote-write destination's progress (in the log and the next checkpoint).
+    pub async fn progress(&self, name: String, step: i64) {
+        let _ = self.jobs.send(writer::Job::Progress { name, step }).await;
+    }
+
+    /// A whole checkpoint now; false without a data directory or when it failed.
+    pub async fn checkpoint(&self) -> Result<bool, DbError> {
+        self.send(|reply| writer::Job::Checkpoint { reply }).await
+    }
+
+    /// Checkpoints and stops the writer: what SIGTERM does once ingest has stopped.
+    pub async fn shutdown(&self) -> Result<(), DbError> {
+        self.send(|reply| writer::Job::Shutdown { reply }).await
     }
 
     /// Waits until every job sent before it has been applied.

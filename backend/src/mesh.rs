@@ -373,12 +373,24 @@ impl Mesh {
 
     /// All three steps at once, on a store the caller owns (tests, benchmarks, replay).
     pub fn ingest(&mut self, store: &mut Store, batch: &Batch, now_ms: i64) -> Outcome {
+        self.ingest_where(store, batch, now_ms, |_| true)
+    }
+
+    /// [`Mesh::ingest`], adding only to the series `keep` accepts (replaying the log onto a
+    /// checkpoint skips series the checkpoint already holds the batch in).
+    pub fn ingest_where(
+        &mut self,
+        store: &mut Store,
+        batch: &Batch,
+        now_ms: i64,
+        keep: impl Fn(SeriesId) -> bool,
+    ) -> Outcome {
         let generation = store.generation();
         let (plans, refused) = self.plans(batch, generation, |wanted| {
             wanted.iter().flat_map(|w| w.resolve(store)).collect()
         });
         let (adds, mut out) = self.counts(&plans, batch, now_ms, store.limits().resolution_ms);
-        for a in adds {
+        for a in adds.into_iter().filter(|a| keep(a.id)) {
             store.add(a.id, a.ts_ms, a.count, now_ms);
         }
         out.refused_series = refused;

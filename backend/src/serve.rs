@@ -30,7 +30,32 @@ pub async fn run(
         Some(h) => Some(Exporter::start(h).context("starting the Honeycomb exporter")?),
         None => None,
     };
-    let state = AppState::new(settings.clone(), exporter.clone()).context("starting the store")?;
+    let state = match &settings.durable {
+        None => AppState::new(settings.clone(), exporter.clone()).context("starting the store")?,
+        Some(d) => {
+            // Restored before the ports open: Flagger never sees an empty store after a restart.
+            let r = crate::db::durable::recover(&d.dir, settings.limits, &settings.families)
+                .with_context(|| format!("recovering --data-dir {}", d.dir.display()))?;
+            tracing::info!(series = r.series, records_replayed = r.replayed, took_ms = r.took.as_millis() as u64, data_dir = %d.dir.display(), "Store recovered.");
+            let wal = crate::db::wal::Wal::open(&d.dir.join("wal"), r.next_seq)
+                .with_context(|| format!("opening the log in {}", d.dir.display()))?;
+            let durable = crate::db::writer::Durable {
+                wal,
+                checkpoints: crate::db::durable::Checkpoints::new(&d.dir, d.snapshot_interval),
+                progress: r.progress,
+            };
+            let state = AppState::with_store(settings.clone(), exporter.clone(), r.store, Some(durable))
+                .context("starting the store")?;
+            if r.replayed > 0 {
+                // What was replayed becomes a checkpoint again soon, not at the next interval.
+                let db = state.db.clone();
+                tokio::spawn(async move {
+                    let _ = db.checkpoint().await;
+                });
+            }
+            state
+        }
+    };
     let same = settings.listen == settings.ingest_listen;
     let query = TcpListener::bind(settings.listen)
         .await
@@ -81,7 +106,11 @@ pub async fn run(
     if let Some(i) = i {
         let _ = i.await;
     }
-    // Ingest has stopped, so the queue only shrinks from here.
+    // Ingest has stopped: the final checkpoint holds everything accepted.
+    if let Err(e) = state.db.shutdown().await {
+        tracing::warn!(error = %e, "The store did not shut down cleanly.");
+    }
+    // The export queue only shrinks from here.
     if let Some(x) = exporter {
         x.shutdown().await;
     }

@@ -6,6 +6,7 @@ pub mod grid;
 mod group;
 mod maintain;
 mod postings;
+pub mod snapshot;
 
 mod symbols;
 #[cfg(test)]

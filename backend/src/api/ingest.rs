@@ -282,18 +282,19 @@ pub async fn events(
     }
     let (body, _permit) = read_body(&st, &headers, body, false).await?;
     let now = now_ms();
-    let batches = blocking(move || -> Result<Vec<waggle_wire::Batch>, String> {
+    let batches = blocking(move || -> Result<Vec<crate::db::writer::Logged>, String> {
         let batches = if json {
             json::batches(&body, now)?
         } else {
-            vec![waggle_wire::decode(&body).map_err(|e| format!("malformed waggle batch: {e}"))?]
+            let b = waggle_wire::decode(&body).map_err(|e| format!("malformed waggle batch: {e}"))?;
+            vec![(b, body)]
         };
-        batches.iter().try_for_each(check_batch)?;
+        batches.iter().try_for_each(|(b, _)| check_batch(b))?;
         Ok(batches)
     })
     .await?
     .map_err(|e| refuse(&st, false, Reject::Malformed, ApiError::bad_data(e)))?;
-    let dropped: u64 = batches.iter().map(|b| b.header.dropped).sum();
+    let dropped: u64 = batches.iter().map(|(b, _)| b.header.dropped).sum();
     let n = batches.len() as u64;
     let (out, batches) = st.db.events(batches, now).await.map_err(closed)?;
     st.metrics.events_ingested.fetch_add(out.events, Relaxed);
@@ -393,16 +394,18 @@ pub async fn remote_write(
             ))
         }
     };
-    let req = blocking(move || -> Result<crate::prompb::Request, String> {
+    let (req, body) = blocking(move || -> Result<(crate::prompb::Request, Bytes), String> {
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&body)
             .map_err(|e| format!("corrupt snappy body: {e}"))?;
-        crate::prompb::decode(raw, &crate::prompb::Limits::default()).map_err(|e| e.to_string())
+        let req = crate::prompb::decode(raw, &crate::prompb::Limits::default())
+            .map_err(|e| e.to_string())?;
+        Ok((req, body))
     })
     .await?
     .map_err(malformed)?;
     let total = req.sample_count() as u64;
-    let result = st.db.write(req, now_ms()).await;
+    let result = st.db.write(req, body, now_ms()).await;
     drop(slot);
     match result {
         Ok(_) => {

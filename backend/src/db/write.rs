@@ -22,6 +22,11 @@ struct Seen {
 /// Checks `req` whole, then stores it; returns the samples stored.
 pub fn apply(lock: &Lock, req: &Request, now_ms: i64) -> Result<usize, Refused> {
     check(lock, req, now_ms)?;
+    store(lock, req, now_ms)
+}
+
+/// Stores a request [`check`] accepted, with nothing changed in between.
+pub fn store(lock: &Lock, req: &Request, now_ms: i64) -> Result<usize, Refused> {
     let mut w = WriteSlices::new(lock);
     for view in req.series() {
         let labels = view.label_vec();
@@ -35,7 +40,26 @@ pub fn apply(lock: &Lock, req: &Request, now_ms: i64) -> Result<usize, Refused> 
     Ok(req.sample_count())
 }
 
-fn check(lock: &Lock, req: &Request, now_ms: i64) -> Result<(), Refused> {
+/// Replays a logged request onto a restored store: its series that `keep` rejects already hold
+/// it; for the others each sample is appended if it still fits (replay never refuses whole).
+pub fn replay(store: &mut crate::store::Store, req: &Request, now_ms: i64, keep: impl Fn(SeriesId) -> bool) {
+    for view in req.series() {
+        let labels = view.label_vec();
+        let existing = store.lookup(&labels);
+        if existing.is_some_and(|id| !keep(id)) {
+            continue;
+        }
+        let Ok(id) = store.series(&labels, Kind::Raw) else {
+            continue;
+        };
+        for &(ts, v) in view.samples {
+            let _ = store.append(id, ts, v, now_ms);
+        }
+    }
+}
+
+/// Whether `req` can be stored whole; changes nothing.
+pub fn check(lock: &Lock, req: &Request, now_ms: i64) -> Result<(), Refused> {
     let mut seen: FxHashMap<Vec<(&str, &str)>, Seen> = FxHashMap::default();
     let mut new_series = 0usize;
     let mut r = ReadSlices::new(lock);

@@ -23,8 +23,8 @@ const SPREAD_SHIFT: u32 = 4;
 /// writer keeps one; every reader starts from the default, as the writer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Coder {
-    mean: u32,
-    spread: u32,
+    pub(super) mean: u32,
+    pub(super) spread: u32,
 }
 
 impl Coder {
@@ -70,8 +70,8 @@ fn unzigzag(z: u64, p: u64) -> u64 {
 /// The bits of one chunk. The slice's length is its capacity; `len` counts the bits used.
 #[derive(Debug, Clone, Default)]
 pub struct Bits {
-    words: Box<[u64]>,
-    len: u32,
+    pub(super) words: Box<[u64]>,
+    pub(super) len: u32,
 }
 
 impl Bits {

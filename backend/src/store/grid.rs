@@ -20,7 +20,7 @@ pub const HEAD_STEPS: usize = 8;
 const CHUNK_STEPS: u16 = 900;
 /// Spacing of the resume points in the newest chunk.
 const MARK_STEPS: u16 = 160;
-const MARKS: usize = 3;
+pub(super) const MARKS: usize = 3;
 
 /// One sample of a grid series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +30,14 @@ pub enum Point {
 }
 
 #[derive(Debug, Clone)]
-struct Chunk {
-    start: i64,
+pub(super) struct Chunk {
+    pub(super) start: i64,
     /// Cumulative value before `start`.
-    first: u64,
-    bits: Bits,
-    len: u16,
+    pub(super) first: u64,
+    pub(super) bits: Bits,
+    pub(super) len: u16,
     /// The segment ends with a stale marker right after this chunk's last step.
-    stale: bool,
+    pub(super) stale: bool,
 }
 
 impl Chunk {
@@ -48,13 +48,13 @@ impl Chunk {
 
 /// A point in the newest chunk where a reader can resume instead of decoding from its start.
 #[derive(Debug, Clone, Copy, Default)]
-struct Mark {
+pub(super) struct Mark {
     /// Steps from the chunk's start; 0 means no mark.
-    steps: u16,
-    pos: u32,
+    pub(super) steps: u16,
+    pub(super) pos: u32,
     /// Cumulative value before that step.
-    value: u64,
-    coder: Coder,
+    pub(super) value: u64,
+    pub(super) coder: Coder,
 }
 
 /// The mutable head: up to [`HEAD_STEPS`] per-step counts, kept inline. A heap `Vec` here cost
@@ -124,22 +124,22 @@ impl Head {
 
 #[derive(Debug, Clone)]
 pub struct Grid {
-    chunks: VecDeque<Chunk>,
-    tail_start: i64,
-    tail: Head,
+    pub(super) chunks: VecDeque<Chunk>,
+    pub(super) tail_start: i64,
+    pub(super) tail: Head,
     /// Cumulative value before `tail_start`.
-    base: u64,
-    last_event: i64,
-    open: bool,
+    pub(super) base: u64,
+    pub(super) last_event: i64,
+    pub(super) open: bool,
     /// The oldest data is the series' first segment, so its implicit leading 0 still exists.
-    from_zero: bool,
-    stale_steps: i64,
+    pub(super) from_zero: bool,
+    pub(super) stale_steps: i64,
     /// The newest chunk's coder state; readers replay it from the chunk's start or a mark.
-    coder: Coder,
+    pub(super) coder: Coder,
     /// The newest marks of the newest chunk, oldest first: a query of the last five minutes
     /// decodes at most `MARKS · MARK_STEPS` steps, one of the last minute usually a third of
     /// that, not the whole chunk.
-    marks: [Mark; MARKS],
+    pub(super) marks: [Mark; MARKS],
 }
 
 impl Grid {

@@ -39,8 +39,9 @@ struct JsonEvent {
 /// Longest `duration_ms` accepted (the wire format's bound).
 const MAX_DURATION_MS: f64 = (waggle_wire::MAX_DURATION_US / 1000) as f64;
 
-/// Parses a JSON body into batches; the first bad event refuses the whole body.
-pub fn batches(body: &[u8], now_ms: i64) -> Result<Vec<Batch>, String> {
+/// Parses a JSON body into batches (with their encoding, which the log keeps); the first bad
+/// event refuses the whole body.
+pub fn batches(body: &[u8], now_ms: i64) -> Result<Vec<(Batch, axum::body::Bytes)>, String> {
     let events: Vec<JsonEvent> =
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON events: {e}"))?;
     // One builder per reporting workload, in order of first appearance.
@@ -64,16 +65,21 @@ pub fn batches(body: &[u8], now_ms: i64) -> Result<Vec<Batch>, String> {
         b.push(&event);
         *n += 1;
         if *n == waggle_wire::MAX_BATCH_RECORDS {
-            out.push(waggle_wire::decode(&b.finish(h)).map_err(|e| e.to_string())?);
+            out.push(encoded(b.finish(h))?);
             *n = 0;
         }
     }
     for (h, mut b, n) in groups {
         if n > 0 {
-            out.push(waggle_wire::decode(&b.finish(&h)).map_err(|e| e.to_string())?);
+            out.push(encoded(b.finish(&h))?);
         }
     }
     Ok(out)
+}
+
+fn encoded(bytes: Vec<u8>) -> Result<(Batch, axum::body::Bytes), String> {
+    let batch = waggle_wire::decode(&bytes).map_err(|e| e.to_string())?;
+    Ok((batch, bytes.into()))
 }
 
 fn convert(i: usize, j: JsonEvent, now_ms: i64) -> Result<(Header, Event), String> {
