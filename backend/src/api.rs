@@ -37,6 +37,8 @@ pub struct AppState {
     pub honeycomb_query: Option<Arc<HoneycombQuery>>,
     pub ingest: ingest::Gate,
     pub connections: crate::serve::Connections,
+    /// Remote write out, once started.
+    pub remote_write: std::sync::OnceLock<Arc<crate::remote_write::RemoteWriter>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -85,7 +87,58 @@ impl AppState {
             honeycomb_query,
             ingest,
             connections: crate::serve::Connections::default(),
+            remote_write: std::sync::OnceLock::new(),
         }))
+    }
+}
+
+impl AppState {
+    /// Log and checkpoint figures, when there is a data directory.
+    fn render_durability(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        if self.settings.durable.is_none() {
+            return;
+        }
+        let g = &self.db.gauges;
+        for (name, help, v) in [
+            (
+                "waggle_wal_bytes_total",
+                "Bytes written to the write-ahead log.",
+                g.wal_bytes.load(Relaxed),
+            ),
+            (
+                "waggle_wal_last_seq",
+                "The last record written to the log.",
+                g.applied_seq.load(Relaxed),
+            ),
+            (
+                "waggle_wal_durable_seq",
+                "The last record known to be fsynced.",
+                g.durable_seq.load(Relaxed),
+            ),
+            (
+                "waggle_checkpoints_total",
+                "Checkpoints completed and made durable.",
+                g.checkpoints.load(Relaxed),
+            ),
+            (
+                "waggle_checkpoint_failures_total",
+                "Checkpoints that failed.",
+                g.checkpoint_failures.load(Relaxed),
+            ),
+            (
+                "waggle_checkpoint_bytes",
+                "Size of the last checkpoint.",
+                g.checkpoint_bytes.load(Relaxed),
+            ),
+            (
+                "waggle_checkpoint_duration_milliseconds",
+                "How long the last checkpoint took to write.",
+                g.checkpoint_ms.load(Relaxed),
+            ),
+        ] {
+            let _ = write!(out, "# HELP {name} {help}\n{name} {v}\n");
+        }
     }
 }
 
@@ -195,6 +248,17 @@ async fn export(
             problems.push("Honeycomb has not accepted the API key (see the log and waggle_honeycomb_key_accepted)");
         }
     }
+    let failing = st
+        .remote_write
+        .get()
+        .map(|r| r.failing())
+        .unwrap_or_default();
+    let mut problems: Vec<String> = problems.into_iter().map(str::to_owned).collect();
+    for name in failing {
+        problems.push(format!(
+            "remote write to {name} is failing (see waggle_remote_storage_failed_attempts_total)"
+        ));
+    }
     if problems.is_empty() {
         return "export is healthy (or off).\n".into_response();
     }
@@ -230,6 +294,10 @@ async fn metrics(axum::extract::State(st): axum::extract::State<Shared>) -> impl
         ),
     ]);
     st.ingest.render(&mut body);
+    if let Some(r) = st.remote_write.get() {
+        r.render(&mut body);
+    }
+    st.render_durability(&mut body);
     for (listener, c) in [
         ("query", &st.connections.query),
         ("ingest", &st.connections.ingest),

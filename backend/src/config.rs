@@ -80,6 +80,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub remote_write: crate::remote_write::RemoteWriteArgs,
+    #[command(flatten)]
     pub honeycomb: HoneycombArgs,
     #[command(flatten)]
     pub honeycomb_query: QueryArgs,
@@ -114,6 +116,10 @@ struct FileConfig {
     #[serde(default)]
     families: Vec<FamilyConfig>,
     #[serde(default)]
+    remote_write: Vec<crate::remote_write::RemoteWriteFile>,
+    #[serde(default)]
+    external_labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
     honeycomb: HoneycombFile,
 }
 
@@ -143,6 +149,8 @@ pub struct Settings {
     pub log_json: bool,
     pub families: Vec<Family>,
     pub server: ServerSettings,
+    /// Remote-write destinations; none by default.
+    pub remote_write: Vec<crate::remote_write::Destination>,
     /// The write-ahead log and checkpoints; off without `--data-dir`.
     pub durable: Option<crate::db::durable::DurableSettings>,
     /// Honeycomb export; off when no key is configured.
@@ -161,6 +169,8 @@ impl std::fmt::Debug for Settings {
             .field("query_timeout", &self.query_timeout)
             .field("ingest_token", &self.ingest_token.as_ref().map(|_| "<set>"))
             .field("families", &self.families.len())
+            .field("remote_write", &self.remote_write)
+            .field("durable", &self.durable)
             .field("honeycomb", &self.honeycomb)
             .field(
                 "honeycomb_query",
@@ -341,14 +351,15 @@ impl ServeArgs {
                 reason: "must be at least 1s".into(),
             });
         }
-        let durable = self
-            .data_dir
-            .clone()
-            .or(file.data_dir.clone())
-            .map(|dir| crate::db::durable::DurableSettings {
+        let durable = self.data_dir.clone().or(file.data_dir.clone()).map(|dir| {
+            crate::db::durable::DurableSettings {
                 dir,
                 snapshot_interval,
-            });
+            }
+        });
+        let remote_write =
+            self.remote_write
+                .resolve(&file.remote_write, &file.external_labels, ms(resolution))?;
         let honeycomb = self.honeycomb.resolve(&file.honeycomb)?;
         let honeycomb_query = self.honeycomb_query.resolve(
             &self.honeycomb.base_url(&file.honeycomb),
@@ -403,6 +414,7 @@ impl ServeArgs {
             log_json: log_format == "json",
             families,
             server,
+            remote_write,
             durable,
             honeycomb,
             honeycomb_query,

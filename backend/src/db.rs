@@ -35,7 +35,8 @@ pub struct Gauges {
     pub symbols: AtomicU64,
     /// Jobs applied: a test (or a caller) can wait for everything sent so far.
     pub applied: AtomicU64,
-    /// The last log record applied, and the last one on disk (with a data directory).
+    /// The last log record written (everything applied is at or before it), and the last
+    /// one known to be on disk (with a data directory).
     pub applied_seq: AtomicU64,
     pub durable_seq: AtomicU64,
     pub checkpoints: AtomicU64,

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod mesh;
 pub mod prompb;
 pub mod promql;
+pub mod remote_write;
 pub mod self_metrics;
 pub mod serve;
 pub mod store;

@@ -30,6 +30,7 @@ pub async fn run(
         Some(h) => Some(Exporter::start(h).context("starting the Honeycomb exporter")?),
         None => None,
     };
+    let mut progress = std::collections::BTreeMap::new();
     let state = match &settings.durable {
         None => AppState::new(settings.clone(), exporter.clone()).context("starting the store")?,
         Some(d) => {
@@ -39,13 +40,15 @@ pub async fn run(
             tracing::info!(series = r.series, records_replayed = r.replayed, took_ms = r.took.as_millis() as u64, data_dir = %d.dir.display(), "Store recovered.");
             let wal = crate::db::wal::Wal::open(&d.dir.join("wal"), r.next_seq)
                 .with_context(|| format!("opening the log in {}", d.dir.display()))?;
+            progress = r.progress.clone();
             let durable = crate::db::writer::Durable {
                 wal,
                 checkpoints: crate::db::durable::Checkpoints::new(&d.dir, d.snapshot_interval),
                 progress: r.progress,
             };
-            let state = AppState::with_store(settings.clone(), exporter.clone(), r.store, Some(durable))
-                .context("starting the store")?;
+            let state =
+                AppState::with_store(settings.clone(), exporter.clone(), r.store, Some(durable))
+                    .context("starting the store")?;
             if r.replayed > 0 {
                 // What was replayed becomes a checkpoint again soon, not at the next interval.
                 let db = state.db.clone();
@@ -75,6 +78,18 @@ pub async fn run(
         let _ = tx.send((query_addr, ingest_addr));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !settings.remote_write.is_empty() {
+        let writer = crate::remote_write::RemoteWriter::start(
+            state.db.clone(),
+            settings.remote_write.clone(),
+            &progress,
+            settings.durable.is_some(),
+            settings.limits.resolution_ms,
+            stop_rx.clone(),
+        )
+        .context("starting remote write")?;
+        let _ = state.remote_write.set(writer);
+    }
     let query_app = api::query_router(state.clone());
     let query_app = if same {
         query_app.merge(api::ingest_router(state.clone()))

@@ -366,6 +366,20 @@ impl Store {
         )
     }
 
+    pub fn exists(&self, id: SeriesId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// The labels of a series as borrowed pairs, sorted by name (no allocation per string).
+    pub fn label_pairs(&self, id: SeriesId) -> Vec<(&str, &str)> {
+        self.get(id).map_or_else(Vec::new, |s| {
+            s.labels
+                .iter()
+                .map(|&(n, v)| (&**self.symbols.str(n), &**self.symbols.str(v)))
+                .collect()
+        })
+    }
+
     /// Whether the series holds mesh-derived counters (as opposed to remote-written samples).
     pub fn is_counter(&self, id: SeriesId) -> bool {
         matches!(self.kind_of(id), Some(Kind::Counter { .. }))

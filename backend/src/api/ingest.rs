@@ -286,7 +286,8 @@ pub async fn events(
         let batches = if json {
             json::batches(&body, now)?
         } else {
-            let b = waggle_wire::decode(&body).map_err(|e| format!("malformed waggle batch: {e}"))?;
+            let b =
+                waggle_wire::decode(&body).map_err(|e| format!("malformed waggle batch: {e}"))?;
             vec![(b, body)]
         };
         batches.iter().try_for_each(|(b, _)| check_batch(b))?;

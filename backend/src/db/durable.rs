@@ -42,8 +42,12 @@ fn unix_now() -> u64 {
 fn move_aside(path: &Path, why: &str) {
     let aside = PathBuf::from(format!("{}.bad-{}", path.display(), unix_now()));
     match std::fs::rename(path, &aside) {
-        Ok(()) => tracing::error!(file = %path.display(), moved_to = %aside.display(), reason = why, "Unusable data moved aside; starting with what is valid."),
-        Err(e) => tracing::error!(file = %path.display(), reason = why, error = %e, "Unusable data could not be moved aside."),
+        Ok(()) => {
+            tracing::error!(file = %path.display(), moved_to = %aside.display(), reason = why, "Unusable data moved aside; starting with what is valid.")
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), reason = why, error = %e, "Unusable data could not be moved aside.")
+        }
     }
 }
 
@@ -61,7 +65,10 @@ pub struct Recovered {
 /// foreign, moved aside as a whole.
 fn check_meta(dir: &Path, limits: &Limits) -> std::io::Result<()> {
     let meta = dir.join("meta");
-    let want = format!("format={META_FORMAT}\nresolution_ms={}\n", limits.resolution_ms);
+    let want = format!(
+        "format={META_FORMAT}\nresolution_ms={}\n",
+        limits.resolution_ms
+    );
     match std::fs::read_to_string(&meta) {
         Ok(text) if text == want => return Ok(()),
         Ok(text) => {
@@ -83,7 +90,11 @@ fn check_meta(dir: &Path, limits: &Limits) -> std::io::Result<()> {
 }
 
 /// Restores the checkpoint and replays the log in `dir` (creating it when new).
-pub fn recover(dir: &Path, limits: Limits, families: &[crate::families::Family]) -> std::io::Result<Recovered> {
+pub fn recover(
+    dir: &Path,
+    limits: Limits,
+    families: &[crate::families::Family],
+) -> std::io::Result<Recovered> {
     let started = Instant::now();
     std::fs::create_dir_all(dir)?;
     check_meta(dir, &limits)?;
@@ -92,7 +103,12 @@ pub fn recover(dir: &Path, limits: Limits, families: &[crate::families::Family])
         match snapshot::restore(&snap, limits) {
             Ok(r) => {
                 tracing::info!(series = r.series, "Checkpoint restored.");
-                (r.store, r.seqs, r.min_seq, r.header.progress.into_iter().collect())
+                (
+                    r.store,
+                    r.seqs,
+                    r.min_seq,
+                    r.header.progress.into_iter().collect(),
+                )
             }
             Err(e) => {
                 move_aside(&snap, &format!("the checkpoint is unusable: {e}"));
@@ -104,7 +120,8 @@ pub fn recover(dir: &Path, limits: Limits, families: &[crate::families::Family])
     };
     // A series holds a record if it came from the checkpoint current past that record.
     let restored = store.id_bound();
-    let keep = |id: SeriesId, seq: u64| id >= restored || seqs.get(id as usize).is_none_or(|s| *s < seq);
+    let keep =
+        |id: SeriesId, seq: u64| id >= restored || seqs.get(id as usize).is_none_or(|s| *s < seq);
     let mut mesh = Mesh::new(families.to_vec());
     let mut next_seq = min_seq + 1;
     let mut replayed = 0;
@@ -127,7 +144,9 @@ pub fn recover(dir: &Path, limits: Limits, families: &[crate::families::Family])
                     *p = (*p).max(step);
                 }
                 Ok(None) => {}
-                Err(why) => tracing::warn!(seq = r.seq, reason = %why, "A log record could not be replayed; skipped."),
+                Err(why) => {
+                    tracing::warn!(seq = r.seq, reason = %why, "A log record could not be replayed; skipped.")
+                }
             }
         }
         if let wal::End::Torn { at, why } = end {
@@ -168,14 +187,19 @@ fn replay(
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(&r.payload)
                 .map_err(|e| e.to_string())?;
-            let req = crate::prompb::decode(raw, &crate::prompb::Limits::default()).map_err(|e| e.to_string())?;
+            let req = crate::prompb::decode(raw, &crate::prompb::Limits::default())
+                .map_err(|e| e.to_string())?;
             super::write::replay(store, &req, r.now_ms, keep);
             Ok(None)
         }
         Kind::Progress => {
             let text = std::str::from_utf8(&r.payload).map_err(|e| e.to_string())?;
-            let (name, step) = text.split_once('\0').ok_or("a progress record without its step")?;
-            let step = step.parse().map_err(|_| "a progress record with a bad step")?;
+            let (name, step) = text
+                .split_once('\0')
+                .ok_or("a progress record without its step")?;
+            let step = step
+                .parse()
+                .map_err(|_| "a progress record with a bad step")?;
             Ok(Some((name.to_owned(), step)))
         }
     }
@@ -263,7 +287,9 @@ impl Checkpoints {
             created_ms: crate::api::now_ms(),
             progress: progress.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
-        let started = wal.roll().and_then(|_| Writer::create(&snapshot_path(&self.dir), &header));
+        let started = wal
+            .roll()
+            .and_then(|_| Writer::create(&snapshot_path(&self.dir), &header));
         match started {
             Ok(writer) => {
                 self.current = Some(InProgress {

@@ -110,7 +110,10 @@ pub fn read_segment(path: &Path) -> std::io::Result<(Vec<Record>, End)> {
         }
         let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
         let Some(kind) = Kind::from_u8(body[8]) else {
-            return Ok((records, torn(at, &format!("unknown record kind {}", body[8]))));
+            return Ok((
+                records,
+                torn(at, &format!("unknown record kind {}", body[8])),
+            ));
         };
         let now_ms = i64::from_le_bytes(body[9..17].try_into().unwrap_or_default());
         records.push(Record {
@@ -316,20 +319,34 @@ mod tests {
         let (records, end) = read_segment(&path).unwrap();
         assert_eq!(end, End::Clean);
         assert_eq!(records.len(), 10);
-        assert_eq!(records[7], Record { seq: 8, kind: Kind::Events, now_ms: 7, payload: vec![7; 70] });
+        assert_eq!(
+            records[7],
+            Record {
+                seq: 8,
+                kind: Kind::Events,
+                now_ms: 7,
+                payload: vec![7; 70]
+            }
+        );
         // Cut the file inside the last record, then flip a byte of the fifth.
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 5).unwrap();
         let (records, end) = read_segment(&path).unwrap();
         assert_eq!(records.len(), 9);
-        assert!(matches!(end, End::Torn { ref why, .. } if why.contains("cut short")), "{end:?}");
+        assert!(
+            matches!(end, End::Torn { ref why, .. } if why.contains("cut short")),
+            "{end:?}"
+        );
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[4 * 30 + 40] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let (records, end) = read_segment(&path).unwrap();
         assert!(records.len() < 9);
-        assert!(matches!(end, End::Torn { ref why, .. } if why.contains("checksum") || why.contains("claims")), "{end:?}");
+        assert!(
+            matches!(end, End::Torn { ref why, .. } if why.contains("checksum") || why.contains("claims")),
+            "{end:?}"
+        );
     }
 
     #[test]

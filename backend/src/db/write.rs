@@ -42,7 +42,12 @@ pub fn store(lock: &Lock, req: &Request, now_ms: i64) -> Result<usize, Refused> 
 
 /// Replays a logged request onto a restored store: its series that `keep` rejects already hold
 /// it; for the others each sample is appended if it still fits (replay never refuses whole).
-pub fn replay(store: &mut crate::store::Store, req: &Request, now_ms: i64, keep: impl Fn(SeriesId) -> bool) {
+pub fn replay(
+    store: &mut crate::store::Store,
+    req: &Request,
+    now_ms: i64,
+    keep: impl Fn(SeriesId) -> bool,
+) {
     for view in req.series() {
         let labels = view.label_vec();
         let existing = store.lookup(&labels);

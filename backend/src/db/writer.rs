@@ -127,7 +127,11 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         loop {
             // While a checkpoint is being written, turns without jobs write its slices.
-            let first = if self.durable.as_ref().is_some_and(|d| d.checkpoints.in_progress()) {
+            let first = if self
+                .durable
+                .as_ref()
+                .is_some_and(|d| d.checkpoints.in_progress())
+            {
                 match rx.try_recv() {
                     Ok(j) => Some(j),
                     Err(TryRecvError::Empty) => None,
@@ -160,7 +164,10 @@ impl Writer {
         // Batches are logged together, with one write, before any of them is applied.
         if let Some(d) = self.durable.as_mut() {
             for job in &group {
-                if let Job::Events { batches, now_ms, .. } = job {
+                if let Job::Events {
+                    batches, now_ms, ..
+                } = job
+                {
                     for (_, bytes) in batches {
                         d.wal.append(Kind::Events, *now_ms, bytes);
                     }
@@ -176,7 +183,8 @@ impl Writer {
                     now_ms,
                     reply,
                 } => {
-                    let batches: Vec<waggle_wire::Batch> = batches.into_iter().map(|(b, _)| b).collect();
+                    let batches: Vec<waggle_wire::Batch> =
+                        batches.into_iter().map(|(b, _)| b).collect();
                     let out = super::events::apply(&self.lock, &mut self.mesh, &batches, now_ms);
                     let _ = reply.send((out, batches));
                 }
@@ -190,7 +198,8 @@ impl Writer {
                 }
                 Job::Progress { name, step } => {
                     if let Some(d) = self.durable.as_mut() {
-                        d.wal.append(Kind::Progress, 0, format!("{name}\0{step}").as_bytes());
+                        d.wal
+                            .append(Kind::Progress, 0, format!("{name}\0{step}").as_bytes());
                         d.progress.insert(name, step);
                         self.flush_log();
                     }
@@ -200,7 +209,10 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Job::Checkpoint { reply } => {
-                    let ok = self.durable.as_mut().is_some_and(|d| d.checkpoints.now(&self.lock, &mut d.wal, &d.progress));
+                    let ok = self
+                        .durable
+                        .as_mut()
+                        .is_some_and(|d| d.checkpoints.now(&self.lock, &mut d.wal, &d.progress));
                     self.publish_checkpoints();
                     let _ = reply.send(ok);
                 }
@@ -214,7 +226,6 @@ impl Writer {
         self.gauges.update(&self.lock.read());
         self.gauges.applied.fetch_add(1, Relaxed);
         if let Some(d) = self.durable.as_mut() {
-            self.gauges.applied_seq.store(d.wal.last_seq(), Relaxed);
             self.gauges.durable_seq.store(d.wal.durable_seq(), Relaxed);
             d.checkpoints.turn(&self.lock, &mut d.wal, &d.progress);
             self.publish_checkpoints();
@@ -236,11 +247,15 @@ impl Writer {
         }
     }
 
+    /// Writes logged records out and publishes how far the log goes: everything applied is
+    /// at or before it, so a reader that sees data applied later than this read knows what to
+    /// wait for before calling it durable.
     fn flush_log(&mut self) {
         if let Some(d) = self.durable.as_mut() {
             if let Err(e) = d.wal.flush() {
                 tracing::error!(error = %e, "Writing the log failed: what is applied now is not durable.");
             }
+            self.gauges.applied_seq.store(d.wal.last_seq(), Relaxed);
         }
     }
 
@@ -251,7 +266,8 @@ impl Writer {
             g.checkpoints.store(s.completed, Relaxed);
             g.checkpoint_failures.store(s.failed, Relaxed);
             g.checkpoint_bytes.store(s.last_bytes, Relaxed);
-            g.checkpoint_ms.store((s.last_seconds * 1000.0) as u64, Relaxed);
+            g.checkpoint_ms
+                .store((s.last_seconds * 1000.0) as u64, Relaxed);
             g.wal_bytes.store(d.wal.bytes_written, Relaxed);
         }
     }

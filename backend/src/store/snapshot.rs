@@ -113,7 +113,9 @@ impl<'a> In<'a> {
     }
     fn f64(&mut self) -> Res<f64> {
         let b = self.bytes(8)?;
-        Ok(f64::from_bits(u64::from_le_bytes(b.try_into().map_err(|_| "cut short")?)))
+        Ok(f64::from_bits(u64::from_le_bytes(
+            b.try_into().map_err(|_| "cut short")?,
+        )))
     }
     fn str(&mut self) -> Res<&'a str> {
         let n = self.small::<usize>("string length")?;
@@ -285,7 +287,12 @@ impl Writer {
     }
 
     /// Writes the series with ids in `ids`, current to log position `seq`. Returns how many.
-    pub fn slice(&mut self, store: &Store, ids: std::ops::Range<SeriesId>, seq: u64) -> std::io::Result<usize> {
+    pub fn slice(
+        &mut self,
+        store: &Store,
+        ids: std::ops::Range<SeriesId>,
+        seq: u64,
+    ) -> std::io::Result<usize> {
         let mut strings: Vec<&str> = Vec::new();
         let mut index: rustc_hash::FxHashMap<u32, u32> = Default::default();
         let mut body = Out(Vec::new());
@@ -404,14 +411,19 @@ pub fn restore(path: &Path, limits: super::Limits) -> Result<Restored, SnapshotE
     };
     let corrupt = |frame, why: String| SnapshotError::Corrupt { frame, why };
     while at < data.len() {
-        let head = data.get(at..at + 8).ok_or(SnapshotError::Truncated(frames))?;
+        let head = data
+            .get(at..at + 8)
+            .ok_or(SnapshotError::Truncated(frames))?;
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let z = data.get(at + 8..at + 8 + len).ok_or(SnapshotError::Truncated(frames))?;
+        let z = data
+            .get(at + 8..at + 8 + len)
+            .ok_or(SnapshotError::Truncated(frames))?;
         if crc32fast::hash(z) != sum {
             return Err(corrupt(frames, "its checksum does not match".into()));
         }
-        let payload = zstd::bulk::decompress(z, MAX_FRAME).map_err(|e| corrupt(frames, e.to_string()))?;
+        let payload =
+            zstd::bulk::decompress(z, MAX_FRAME).map_err(|e| corrupt(frames, e.to_string()))?;
         let mut i = In { b: &payload, at: 0 };
         let kind = i.u8().map_err(|e| corrupt(frames, e))?;
         match (frames, kind) {
@@ -429,7 +441,13 @@ pub fn restore(path: &Path, limits: super::Limits) -> Result<Restored, SnapshotE
             (_, FRAME_FOOTER) => {
                 let series = i.varint().map_err(|e| corrupt(frames, e))?;
                 if series != out.series {
-                    return Err(corrupt(frames, format!("the footer counts {series} series, the slices {}", out.series)));
+                    return Err(corrupt(
+                        frames,
+                        format!(
+                            "the footer counts {series} series, the slices {}",
+                            out.series
+                        ),
+                    ));
                 }
                 if out.min_seq == u64::MAX {
                     out.min_seq = 0;
@@ -467,7 +485,12 @@ fn slice(i: &mut In<'_>, out: &mut Restored) -> Res<()> {
         let s = i.str()?;
         symbols.push(out.store.symbols.intern(s));
     }
-    let sym = |x: u64| symbols.get(x as usize).copied().ok_or("a string index is out of range");
+    let sym = |x: u64| {
+        symbols
+            .get(x as usize)
+            .copied()
+            .ok_or("a string index is out of range")
+    };
     let mut pending = Vec::new();
     for _ in 0..i.count(3)? {
         let mut key = Vec::with_capacity(32);
@@ -519,19 +542,35 @@ mod tests {
         let mut s = Store::new(Limits::default());
         for w in 0..50 {
             let id = s
-                .series(&[("__name__", "req_total"), ("w", &format!("w{w}")), ("ns", "test")], Kind::Counter { per_unit: 1000.0 })
+                .series(
+                    &[
+                        ("__name__", "req_total"),
+                        ("w", &format!("w{w}")),
+                        ("ns", "test"),
+                    ],
+                    Kind::Counter { per_unit: 1000.0 },
+                )
                 .unwrap();
             for step in 0..2000 {
                 if step % (w + 1) == 0 {
-                    s.add(id, step * 1000, (step as u64 * 7 + w as u64) % 13, step * 1000);
+                    s.add(
+                        id,
+                        step * 1000,
+                        (step as u64 * 7 + w as u64) % 13,
+                        step * 1000,
+                    );
                 }
             }
         }
-        let raw = s.series(&[("__name__", "kpi"), ("shop", "eu")], Kind::Raw).unwrap();
+        let raw = s
+            .series(&[("__name__", "kpi"), ("shop", "eu")], Kind::Raw)
+            .unwrap();
         for t in 0..100 {
-            s.append(raw, 1_000_000 + t * 15_000, t as f64 * 0.5, 3_000_000).unwrap();
+            s.append(raw, 1_000_000 + t * 15_000, t as f64 * 0.5, 3_000_000)
+                .unwrap();
         }
-        s.append(raw, 2_600_000, f64::from_bits(STALE_NAN), 3_000_000).unwrap();
+        s.append(raw, 2_600_000, f64::from_bits(STALE_NAN), 3_000_000)
+            .unwrap();
         s.maintain(2_100_000);
         s
     }
@@ -541,7 +580,10 @@ mod tests {
             .filter(|id| s.get(*id).is_some())
             .map(|id| {
                 let samples = s.samples(id, i64::MIN / 4, i64::MAX / 4, 2_100_000);
-                (s.labels(id).to_string(), samples.into_iter().map(|(t, v)| (t, v.to_bits())).collect())
+                (
+                    s.labels(id).to_string(),
+                    samples.into_iter().map(|(t, v)| (t, v.to_bits())).collect(),
+                )
             })
             .collect();
         out.sort();
@@ -571,20 +613,33 @@ mod tests {
         // Counters go on from where they were, in the same grid.
         let mut a = s;
         let mut b = r.store;
-        let id_a = a.lookup(&[("__name__", "req_total"), ("w", "w3"), ("ns", "test")]).unwrap();
-        let id_b = b.lookup(&[("__name__", "req_total"), ("w", "w3"), ("ns", "test")]).unwrap();
+        let id_a = a
+            .lookup(&[("__name__", "req_total"), ("w", "w3"), ("ns", "test")])
+            .unwrap();
+        let id_b = b
+            .lookup(&[("__name__", "req_total"), ("w", "w3"), ("ns", "test")])
+            .unwrap();
         a.add(id_a, 2_000_500, 4, 2_000_500);
         b.add(id_b, 2_000_500, 4, 2_000_500);
-        assert_eq!(a.samples(id_a, 1_990_000, 2_001_000, 2_001_000), b.samples(id_b, 1_990_000, 2_001_000, 2_001_000));
+        assert_eq!(
+            a.samples(id_a, 1_990_000, 2_001_000, 2_001_000),
+            b.samples(id_b, 1_990_000, 2_001_000, 2_001_000)
+        );
         // Foreign, truncated and corrupt files are refused by name.
         let bytes = std::fs::read(&path).unwrap();
         let cut = &bytes[..bytes.len() - 10];
         std::fs::write(&path, cut).unwrap();
-        assert!(matches!(restore(&path, Limits::default()), Err(SnapshotError::Truncated(_))));
+        assert!(matches!(
+            restore(&path, Limits::default()),
+            Err(SnapshotError::Truncated(_))
+        ));
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(matches!(restore(&path, Limits::default()), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            restore(&path, Limits::default()),
+            Err(SnapshotError::Corrupt { .. })
+        ));
         std::fs::write(&path, &bytes).unwrap();
         let other = Limits {
             resolution_ms: 2000,
@@ -593,7 +648,10 @@ mod tests {
         let e = restore(&path, other).err().unwrap().to_string();
         assert!(e.contains("--resolution 1000 ms"), "{e}");
         std::fs::write(&path, b"not a snapshot").unwrap();
-        assert!(matches!(restore(&path, Limits::default()), Err(SnapshotError::Magic)));
+        assert!(matches!(
+            restore(&path, Limits::default()),
+            Err(SnapshotError::Magic)
+        ));
         let _ = std::fs::remove_file(&path);
     }
 }
