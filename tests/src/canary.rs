@@ -42,6 +42,7 @@ pub fn podinfo(b: Arc<Behaviour>) -> Result<Server> {
             delay: Duration::from_millis(u64::from(b.delay_ms.load(Relaxed)) + 2 + n % 4),
             body: BODY.into(),
             hang_up: false,
+            headers: Vec::new(),
         }
     })?)
 }

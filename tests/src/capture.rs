@@ -34,6 +34,8 @@ pub struct Reply {
     pub delay: Duration,
     pub body: Vec<u8>,
     pub hang_up: bool,
+    /// Extra response headers (`Retry-After`, say).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -43,6 +45,7 @@ impl Reply {
             delay: Duration::ZERO,
             body: Vec::new(),
             hang_up: false,
+            headers: Vec::new(),
         }
     }
 
@@ -144,8 +147,13 @@ fn serve(conn: TcpStream, received: &Mutex<Vec<Received>>, stop: &AtomicBool, ha
             let _ = writer.shutdown(std::net::Shutdown::Both);
             return;
         }
+        let extra: String = reply
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: {}\r\n\r\n",
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: {}\r\n{extra}\r\n",
             reply.status,
             if reply.status < 400 { "OK" } else { "Error" },
             reply.body.len(),

@@ -12,6 +12,8 @@ pub mod host;
 pub mod istio;
 pub mod process;
 pub mod prom;
+pub mod receiver;
+pub mod victoria;
 pub mod vm;
 
 pub use host::{CallAnswer, HttpCall, LogLine};

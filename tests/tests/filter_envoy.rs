@@ -36,7 +36,7 @@ fn app() -> Server {
             status: code,
             delay: Duration::from_millis(delay),
             body: b"podinfo".to_vec(),
-            hang_up: false,
+            ..Reply::status(code)
         }
     })
     .unwrap()

@@ -126,6 +126,11 @@ pub fn recover(
     let mut next_seq = min_seq + 1;
     let mut replayed = 0;
     let segments = wal::segments(&wal_dir(dir))?;
+    // Sequence numbers only grow, even past a checkpoint that was lost: the new segment is
+    // then always the newest (an old one of that name can only be empty or torn).
+    if let Some((first, _)) = segments.last() {
+        next_seq = next_seq.max(*first);
+    }
     let last = segments.len().saturating_sub(1);
     for (i, (_, path)) in segments.iter().enumerate() {
         let (records, end) = match wal::read_segment(path) {
