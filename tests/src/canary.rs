@@ -74,6 +74,14 @@ pub struct Side {
     proxy: Proxy,
 }
 
+/// Where a sidecar's filter delivers: the ingest cluster's endpoints, and optionally a second
+/// filter's own backend (Envoy only).
+#[derive(Debug, Clone, Default)]
+pub struct Ingest {
+    pub ports: Vec<u16>,
+    pub mirror: Option<u16>,
+}
+
 impl Side {
     pub fn start(
         runtime: &Runtime,
@@ -83,6 +91,23 @@ impl Side {
         ingest_port: u16,
         plugin_config: &str,
     ) -> Result<Self> {
+        let ingest = Ingest {
+            ports: vec![ingest_port],
+            mirror: None,
+        };
+        Self::start_with(runtime, workload, version, wasm, &ingest, plugin_config)
+    }
+
+    /// [`Side::start`] delivering to several endpoints (and a mirror).
+    pub fn start_with(
+        runtime: &Runtime,
+        workload: &str,
+        version: &str,
+        wasm: &Path,
+        ingest: &Ingest,
+        plugin_config: &str,
+    ) -> Result<Self> {
+        let ingest_port = ingest.ports.first().copied().unwrap_or(0);
         let behaviour = Arc::new(Behaviour::default());
         let app = podinfo(behaviour.clone())?;
         let proxy = match runtime {
@@ -94,7 +119,9 @@ impl Side {
                     version: version.into(),
                     listen_port: envoy::free_port(),
                     app_port: app.port(),
-                    ingest_port,
+                    ingest_port: ingest.ports.first().copied().unwrap_or(0),
+                    more_ingest_ports: ingest.ports.iter().skip(1).copied().collect(),
+                    mirror_port: ingest.mirror,
                     admin_port: envoy::free_port(),
                     wasm: wasm.to_path_buf(),
                     plugin_config: plugin_config.into(),
@@ -394,12 +421,14 @@ pub fn freshness(side: &Side, base: &str, samples: usize) -> Result<Vec<f64>> {
             .unwrap_or(0.0)
     };
     let mut out = Vec::with_capacity(samples);
+    // Counted against the total so far, not the count just before: a receiver that lags
+    // behind must not pass off the previous request's arrival as this one's.
+    let start = count();
     for i in 0..samples {
-        let before = count();
         side.request(&format!("/fresh/{i}"));
         let t = Instant::now();
         loop {
-            if count() > before {
+            if count() >= start + (i + 1) as f64 {
                 out.push(t.elapsed().as_secs_f64());
                 break;
             }

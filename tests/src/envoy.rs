@@ -63,6 +63,11 @@ pub struct Sidecar {
     pub app_port: u16,
     /// The waggle backend's ingest port.
     pub ingest_port: u16,
+    /// More endpoints of the same ingest cluster (replicas behind one Service).
+    pub more_ingest_ports: Vec<u16>,
+    /// A second waggle filter, sending every event to this port through its own cluster (a
+    /// reference backend beside the replicas).
+    pub mirror_port: Option<u16>,
     pub admin_port: u16,
     pub wasm: PathBuf,
     /// The filter's `pluginConfig`, as JSON.
@@ -70,8 +75,19 @@ pub struct Sidecar {
 }
 
 pub const INGEST_CLUSTER: &str = "outbound|9091||waggle.waggle-system.svc.cluster.local";
+/// The mirror filter's cluster.
+pub const MIRROR_CLUSTER: &str = "outbound|9091||waggle-reference.waggle-system.svc.cluster.local";
 
 fn static_cluster(name: &str, port: u16, metadata: Value) -> Value {
+    static_cluster_of(name, &[port], metadata)
+}
+
+/// A cluster of loopback endpoints, balanced round robin as a Service's endpoints are.
+fn static_cluster_of(name: &str, ports: &[u16], metadata: Value) -> Value {
+    let endpoints: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
+        .collect();
     json!({
         "name": name,
         "type": "STATIC",
@@ -79,13 +95,41 @@ fn static_cluster(name: &str, port: u16, metadata: Value) -> Value {
         "metadata": metadata,
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]
+            "endpoints": [{"lb_endpoints": endpoints}]
         }
     })
 }
 
 impl Sidecar {
+    fn http_filters(&self) -> Value {
+        let mut filters = vec![wasm_filter(&self.wasm, &self.plugin_config)];
+        if self.mirror_port.is_some() {
+            let mut config: Value = serde_json::from_str(&self.plugin_config).unwrap_or_else(|_| json!({}));
+            config["cluster"] = json!(MIRROR_CLUSTER);
+            let mut f = wasm_filter(&self.wasm, &config.to_string());
+            f["name"] = json!("waggle-mirror");
+            f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mirror");
+            filters.push(f);
+        }
+        filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+        Value::Array(filters)
+    }
+
+    fn clusters(&self, inbound: &str, host: &str) -> Value {
+        let mut ports = vec![self.ingest_port];
+        ports.extend(&self.more_ingest_ports);
+        let mut clusters = vec![
+            static_cluster(inbound, self.app_port, json!({"filter_metadata": {"istio": {"services": [
+                {"host": host, "name": self.app, "namespace": self.namespace}]}}})),
+            static_cluster_of(INGEST_CLUSTER, &ports, json!({})),
+        ];
+        if let Some(p) = self.mirror_port {
+            clusters.push(static_cluster(MIRROR_CLUSTER, p, json!({})));
+        }
+        Value::Array(clusters)
+    }
+
     /// An Istio-shaped bootstrap: node metadata, an INBOUND listener running the filter, the
     /// inbound app cluster with `istio.services` metadata, and the ingest cluster.
     pub fn bootstrap(&self) -> Value {
@@ -123,19 +167,11 @@ impl Sidecar {
                                 "name": "inbound", "domains": ["*"],
                                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": inbound, "timeout": "10s"}}]
                             }]},
-                            "http_filters": [
-                                wasm_filter(&self.wasm, &self.plugin_config),
-                                {"name": "envoy.filters.http.router", "typed_config": {
-                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-                            ]
+                            "http_filters": self.http_filters()
                         }
                     }]}]
                 }],
-                "clusters": [
-                    static_cluster(&inbound, self.app_port, json!({"filter_metadata": {"istio": {"services": [
-                        {"host": host, "name": self.app, "namespace": self.namespace}]}}})),
-                    static_cluster(INGEST_CLUSTER, self.ingest_port, json!({}))
-                ]
+                "clusters": self.clusters(&inbound, &host)
             }
         })
     }

@@ -58,6 +58,8 @@ fn sidecar(binary: &std::path::Path, ingest_port: u16, plugin_config: &str) -> M
         listen_port: free_port(),
         app_port: app.port(),
         ingest_port,
+        more_ingest_ports: Vec::new(),
+        mirror_port: None,
         admin_port: free_port(),
         wasm: waggle_tests::filter_wasm(),
         plugin_config: plugin_config.into(),
