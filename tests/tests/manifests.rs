@@ -149,9 +149,10 @@ fn dashboard_and_alert_expressions_parse() {
 #[test]
 fn embedded_settings_are_accepted_by_waggle_serve() {
     for f in [
-        "deploy/base/waggle.toml",
+        "deploy/common/waggle.toml",
         "deploy/overlays/dev/waggle.toml",
         "deploy/overlays/prod/waggle.toml",
+        "deploy/overlays/scale/waggle.toml",
     ] {
         let args = waggle::config::ServeArgs {
             config: Some(root().join(f)),
