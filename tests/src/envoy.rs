@@ -104,15 +104,18 @@ impl Sidecar {
     fn http_filters(&self) -> Value {
         let mut filters = vec![wasm_filter(&self.wasm, &self.plugin_config)];
         if self.mirror_port.is_some() {
-            let mut config: Value = serde_json::from_str(&self.plugin_config).unwrap_or_else(|_| json!({}));
+            let mut config: Value =
+                serde_json::from_str(&self.plugin_config).unwrap_or_else(|_| json!({}));
             config["cluster"] = json!(MIRROR_CLUSTER);
             let mut f = wasm_filter(&self.wasm, &config.to_string());
             f["name"] = json!("waggle-mirror");
             f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mirror");
             filters.push(f);
         }
-        filters.push(json!({"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}));
+        filters.push(
+            json!({"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
+        );
         Value::Array(filters)
     }
 
@@ -120,8 +123,12 @@ impl Sidecar {
         let mut ports = vec![self.ingest_port];
         ports.extend(&self.more_ingest_ports);
         let mut clusters = vec![
-            static_cluster(inbound, self.app_port, json!({"filter_metadata": {"istio": {"services": [
-                {"host": host, "name": self.app, "namespace": self.namespace}]}}})),
+            static_cluster(
+                inbound,
+                self.app_port,
+                json!({"filter_metadata": {"istio": {"services": [
+                {"host": host, "name": self.app, "namespace": self.namespace}]}}}),
+            ),
             static_cluster_of(INGEST_CLUSTER, &ports, json!({})),
         ];
         if let Some(p) = self.mirror_port {

@@ -2,6 +2,7 @@
 //! `.wasm`, Istio-shaped request fixtures, an HTTP capture server, an Envoy launcher, Prometheus
 //! beside waggle, and a Honeycomb API emulator.
 
+pub mod bench;
 pub mod canary;
 pub mod capture;
 pub mod client;

@@ -40,7 +40,11 @@ impl Attempt {
     }
 
     pub fn samples(&self) -> usize {
-        self.request.timeseries.iter().map(|t| t.samples.len()).sum()
+        self.request
+            .timeseries
+            .iter()
+            .map(|t| t.samples.len())
+            .sum()
     }
 }
 
@@ -93,13 +97,20 @@ impl Receiver {
     }
 
     pub fn attempts(&self) -> Vec<Attempt> {
-        self.state.lock().map(|s| s.attempts.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.attempts.clone())
+            .unwrap_or_default()
     }
 
     /// Samples of delivered requests (2xx), per series (labels as text) in arrival order.
     pub fn delivered(&self) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
         let mut out: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
-        for a in self.attempts().iter().filter(|a| (200..300).contains(&a.status)) {
+        for a in self
+            .attempts()
+            .iter()
+            .filter(|a| (200..300).contains(&a.status))
+        {
             for ts in &a.request.timeseries {
                 let key = ts
                     .labels
@@ -116,7 +127,12 @@ impl Receiver {
     }
 }
 
-fn handle(state: &Mutex<State>, http: &reqwest::blocking::Client, upstream: Option<&str>, r: &Received) -> Reply {
+fn handle(
+    state: &Mutex<State>,
+    http: &reqwest::blocking::Client,
+    upstream: Option<&str>,
+    r: &Received,
+) -> Reply {
     let request = snap::raw::Decoder::new()
         .decompress_vec(&r.body)
         .ok()
@@ -150,7 +166,13 @@ fn handle(state: &Mutex<State>, http: &reqwest::blocking::Client, upstream: Opti
                     Ok(resp) => {
                         let status = resp.status().as_u16();
                         let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
-                        (status, Reply { body, ..Reply::status(status) })
+                        (
+                            status,
+                            Reply {
+                                body,
+                                ..Reply::status(status)
+                            },
+                        )
                     }
                     Err(_) => (502, Reply::status(502)),
                 }

@@ -50,7 +50,10 @@ impl VictoriaMetrics {
                     std::fs::read_to_string(vm.dir.join("vm.log")).unwrap_or_default()
                 );
             }
-            if crate::envoy::get(port, "/health").map(|(s, _)| s == 200).unwrap_or(false) {
+            if crate::envoy::get(port, "/health")
+                .map(|(s, _)| s == 200)
+                .unwrap_or(false)
+            {
                 return Ok(vm);
             }
             if Instant::now() > deadline {

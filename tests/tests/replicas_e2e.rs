@@ -17,11 +17,18 @@ use waggle_tests::prom::{self, Prometheus, Waggle};
 use waggle_tests::victoria::{self, VictoriaMetrics};
 
 fn tools() -> Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)> {
-    let found = (waggle_tests::envoy::binary(), prom::binary(), victoria::binary());
+    let found = (
+        waggle_tests::envoy::binary(),
+        prom::binary(),
+        victoria::binary(),
+    );
     match found {
         (Some(e), Some(p), Some(v)) => Some((e, p, v)),
         missing => {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the replica test (envoy, prometheus, victoria-metrics): {missing:?}");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the replica test (envoy, prometheus, victoria-metrics): {missing:?}"
+            );
             eprintln!("skipped: envoy, prometheus or victoria-metrics missing");
             None
         }
@@ -36,7 +43,11 @@ fn flagger(template: &str) -> String {
         interval: "1m".into(),
         ..Model::default()
     };
-    render(template, &m).unwrap().split_whitespace().collect::<Vec<_>>().join(" ")
+    render(template, &m)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
@@ -46,7 +57,9 @@ fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
 
 #[test]
 fn two_replicas_remote_write_what_one_waggle_answers() {
-    let Some((envoy, prom_bin, vm_bin)) = tools() else { return };
+    let Some((envoy, prom_bin, vm_bin)) = tools() else {
+        return;
+    };
     let p = Prometheus::start(&prom_bin).unwrap();
     let vm = VictoriaMetrics::start(&vm_bin).unwrap();
     let reference = Waggle::start(&[]).unwrap();
@@ -70,7 +83,9 @@ fn two_replicas_remote_write_what_one_waggle_answers() {
     let wasm = waggle_tests::filter_wasm();
     // Small batches, so that both replicas get a share of every workload's events.
     let config = r#"{"max_batch_events": 20}"#;
-    let side = |w: &str, v: &str| Arc::new(Side::start_with(&runtime, w, v, &wasm, &ingest, config).unwrap());
+    let side = |w: &str, v: &str| {
+        Arc::new(Side::start_with(&runtime, w, v, &wasm, &ingest, config).unwrap())
+    };
     let (primary, canary) = (side("podinfo-primary", "v1"), side("podinfo", "v2"));
     canary.behaviour.error_percent.store(20, Relaxed);
     canary.behaviour.delay_ms.store(120, Relaxed);
@@ -86,24 +101,50 @@ fn two_replicas_remote_write_what_one_waggle_answers() {
     let at = |base: &str, q: &str| client::value(base, q).unwrap_or(f64::NAN);
     let (want_rate, want_p99) = (at(&reference.base(), &success), at(&reference.base(), &p99));
     eprintln!("one waggle: success rate {want_rate:.2}%, p99 {want_p99:.1} ms");
-    assert!((want_rate - 80.0).abs() < 1.5, "the canary's known 20% errors: {want_rate}");
+    assert!(
+        (want_rate - 80.0).abs() < 1.5,
+        "the canary's known 20% errors: {want_rate}"
+    );
     assert!(want_p99 > 120.0, "the canary's added latency: {want_p99}");
     for (name, base) in [("Prometheus", p.base()), ("VictoriaMetrics", vm.base())] {
         let (rate, q99) = (at(&base, &success), at(&base, &p99));
         eprintln!("{name}: success rate {rate:.2}%, p99 {q99:.1} ms");
-        assert!((rate - want_rate).abs() < 1.5, "{name} success rate {rate} vs one waggle's {want_rate}");
-        assert!((q99 - want_p99).abs() <= want_p99 * 0.05, "{name} p99 {q99} vs one waggle's {want_p99}");
-        let replicas = at(&base, r#"count(count by (waggle_replica) (istio_requests_total{reporter="destination"}))"#);
+        assert!(
+            (rate - want_rate).abs() < 1.5,
+            "{name} success rate {rate} vs one waggle's {want_rate}"
+        );
+        assert!(
+            (q99 - want_p99).abs() <= want_p99 * 0.05,
+            "{name} p99 {q99} vs one waggle's {want_p99}"
+        );
+        let replicas = at(
+            &base,
+            r#"count(count by (waggle_replica) (istio_requests_total{reporter="destination"}))"#,
+        );
         assert_eq!(replicas, 2.0, "{name}: both replicas' shares, apart");
-        let total = at(&base, r#"sum(istio_requests_total{reporter="destination"})"#);
-        let whole = at(&reference.base(), r#"sum(istio_requests_total{reporter="destination"})"#);
+        let total = at(
+            &base,
+            r#"sum(istio_requests_total{reporter="destination"})"#,
+        );
+        let whole = at(
+            &reference.base(),
+            r#"sum(istio_requests_total{reporter="destination"})"#,
+        );
         assert_eq!(total, whole, "{name}: the shares add up to the whole");
-        assert_eq!(at(&base, "sum(resets(istio_requests_total[5m]))"), 0.0, "{name}: no counter reset");
+        assert_eq!(
+            at(&base, "sum(resets(istio_requests_total[5m]))"),
+            0.0,
+            "{name}: no counter reset"
+        );
     }
 
     // Freshness at each receiver, from a response to the receiver counting it.
     let probe = Side::start_with(&runtime, "probe", "v1", &wasm, &ingest, "{}").unwrap();
-    for (name, base) in [("one waggle", reference.base()), ("Prometheus", p.base()), ("VictoriaMetrics", vm.base())] {
+    for (name, base) in [
+        ("one waggle", reference.base()),
+        ("Prometheus", p.base()),
+        ("VictoriaMetrics", vm.base()),
+    ] {
         let s = canary::freshness(&probe, &base, 8).unwrap();
         let (p50, p99) = (percentile(s.clone(), 0.5), percentile(s, 0.99));
         eprintln!("freshness at {name}: p50 {p50:.2} s, p99 {p99:.2} s");

@@ -59,7 +59,7 @@ impl Shard {
 /// stale markers, and the last value before a stale marker (so a counter's final increment
 /// is never lost to a coarse resolution).
 fn thin(samples: &mut Vec<(i64, f64)>, resolution_ms: i64) {
-    if resolution_ms <= 0 {
+    if resolution_ms <= 0 || samples.iter().all(|s| s.0.rem_euclid(resolution_ms) == 0) {
         return;
     }
     let keep: Vec<bool> = (0..samples.len())

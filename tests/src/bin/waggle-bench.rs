@@ -11,7 +11,7 @@
 //!   and the resident memory each process gained holding them, and per series as the slope
 //!   between the two data sets.
 //!
-//! Usage: `waggle-bench [--quick] [--only ingest|export|envoy|fresh|query] [--waggle <path to the release
+//! Usage: `waggle-bench [--quick] [--only ingest|export|envoy|fresh|query|remote|durability] [--waggle <path to the release
 //! waggle binary>]`.
 
 use std::collections::BTreeMap;
@@ -42,7 +42,7 @@ fn opts() -> Result<Opts> {
             "--only" => only = args.next(),
             "--waggle" => waggle = args.next().map(Into::into),
             other => {
-                bail!("unknown argument {other:?}; usage: waggle-bench [--quick] [--only ingest|export|envoy|fresh|query] [--waggle PATH]")
+                bail!("unknown argument {other:?}; usage: waggle-bench [--quick] [--only ingest|export|envoy|fresh|query|remote|durability] [--waggle PATH]")
             }
         }
     }
@@ -454,38 +454,6 @@ fn metric_value(port: u16, name: &str) -> Result<f64> {
     prom::exposed(&text, name).with_context(|| format!("{name} not in /metrics"))
 }
 
-fn freshness_section(o: &Opts) -> Result<String> {
-    use waggle_tests::canary::{self, Runtime, Side};
-    let envoy_bin = waggle_tests::envoy::binary().context("no envoy binary")?;
-    let wasm = filter_wasm()?;
-    let backend = start_waggle(&o.waggle, &[])?;
-    let side = Side::start(
-        &Runtime::Envoy(envoy_bin),
-        "podinfo-primary",
-        "v1",
-        &wasm,
-        backend.ingest,
-        "{}",
-    )?;
-    let n = if o.quick { 20 } else { 100 };
-    let mut s = canary::freshness(&side, &format!("http://127.0.0.1:{}", backend.query), n)?;
-    s.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        s.get(((s.len() - 1) as f64 * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    Ok(format!(
-        "## Freshness\n\n\
-         From a request's response arriving at the client through Envoy 1.40 (filter defaults: 1 s flush) to `sum(istio_requests_total{{...}})` on `waggle serve` counting it, polled every 5 ms; {n} requests, one at a time, spread over the flush cycle.\n\n\
-         | p50 s | p99 s | max s |\n|---|---|---|\n| {:.3} | {:.3} | {:.3} |\n\n\
-         Goal: p99 under 1.5 s. With requests this sparse, each batch waits the whole flush interval after its first event, so p50 sits near 1 s; under steady load batches fill and leave sooner. For comparison, a Prometheus scraping sidecars every 15 s counts a request 0 to 15 s after it ends (7.5 s on average), before any rule or query delay, and Honeycomb's Query Data API rounds time ranges to the minute.\n",
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    ))
-}
-
 fn start_waggle(path: &std::path::Path, extra: &[&str]) -> Result<Serve> {
     // The benchmark replays an hour in a few minutes: without a long stale time, the real-time
     // maintenance would end every series as idle between its replayed events.
@@ -800,7 +768,16 @@ fn run_all() -> Result<()> {
         sections.insert(3, envoy_section(&o)?);
     }
     if run("fresh") {
-        sections.insert(4, freshness_section(&o)?);
+        sections.insert(
+            4,
+            waggle_tests::bench::freshness::section(&o.waggle, o.quick)?,
+        );
+    }
+    if run("remote") {
+        sections.insert(8, waggle_tests::bench::remote_write::section(o.quick)?);
+    }
+    if run("durab") {
+        sections.insert(9, waggle_tests::bench::durability::section(o.quick)?);
     }
     if run("query") {
         // About 1,000 and 10,000 series.
