@@ -8,6 +8,7 @@ pub mod db;
 pub mod families;
 pub mod honeycomb;
 pub mod labels;
+pub mod memory;
 pub mod mesh;
 pub mod prompb;
 pub mod promql;

@@ -56,7 +56,17 @@ impl Target {
     }
 }
 
-pub type Plan = Arc<[Target]>;
+/// Where one request shape's events go: its targets, and the families whose series the
+/// limit refused (worked out once per shape, not per event).
+#[derive(Debug)]
+pub struct Shape {
+    targets: Vec<Target>,
+    refused: Vec<usize>,
+    /// Accumulator slots per (shape, step): events, then each target's slots and sum.
+    width: usize,
+}
+
+pub type Plan = Arc<Shape>;
 
 /// One counter addition: `count` at the step holding `ts_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +224,13 @@ impl Mesh {
                 }
             }
         }
-        targets.into()
+        let refused = targets.iter().filter_map(Target::refused).collect();
+        let width = 1 + targets.iter().map(|t| t.slots() + 1).sum::<usize>();
+        Arc::new(Shape {
+            targets,
+            refused,
+            width,
+        })
     }
 
     /// The plan of every key of `batch`. Shapes not cached are resolved through `resolve`
@@ -273,14 +289,15 @@ impl Mesh {
         (plans, refused)
     }
 
-    /// Sums every record of `batch` into per-series additions, as of `now_ms`.
+    /// Sums every record of `batch` into per-series additions, as of `now_ms`, handed to `sink`.
     pub fn counts(
         &self,
         plans: &[Plan],
         batch: &Batch,
         now_ms: i64,
         res: i64,
-    ) -> (Vec<Add>, Outcome) {
+        mut sink: impl FnMut(Add),
+    ) -> Outcome {
         let mut out = Outcome {
             events: batch.records.len() as u64,
             refused_events: vec![0; self.families.len()],
@@ -296,7 +313,7 @@ impl Mesh {
             let end_ms =
                 (r.start_unix_us.saturating_add(r.duration_us) / 1000).min(i64::MAX as u64) as i64;
             let step = end_ms.min(now_ms).div_euclid(res);
-            let width = 1 + plan.iter().map(|t| t.slots() + 1).sum::<usize>();
+            let width = plan.width;
             let at = *groups.entry((r.key, step)).or_insert_with(|| {
                 acc.resize(acc.len() + width, 0);
                 acc.len() - width
@@ -305,13 +322,13 @@ impl Mesh {
                 continue;
             };
             slots[0] += 1;
-            let mut o = 1;
-            for t in plan.iter() {
-                if let Some(f) = t.refused() {
-                    if let Some(c) = out.refused_events.get_mut(f) {
-                        *c += 1;
-                    }
+            for f in &plan.refused {
+                if let Some(c) = out.refused_events.get_mut(*f) {
+                    *c += 1;
                 }
+            }
+            let mut o = 1;
+            for t in &plan.targets {
                 match t {
                     Target::Counter { measure, .. } => {
                         slots[o] = slots[o].saturating_add(measure.of(r));
@@ -328,7 +345,6 @@ impl Mesh {
                 o += t.slots() + 1;
             }
         }
-        let mut adds = Vec::new();
         for (&(key, step), &at) in &groups {
             let Some(plan) = plans.get(key as usize) else {
                 continue;
@@ -338,7 +354,7 @@ impl Mesh {
             let events = slots[0];
             let mut push = |id: &Option<SeriesId>, count: u64| {
                 if let Some(id) = id {
-                    adds.push(Add {
+                    sink(Add {
                         id: *id,
                         ts_ms,
                         count,
@@ -346,7 +362,7 @@ impl Mesh {
                 }
             };
             let mut o = 1;
-            for t in plan.iter() {
+            for t in &plan.targets {
                 match t {
                     Target::Counter { id, .. } => push(id, slots[o]),
                     Target::Histogram {
@@ -368,7 +384,7 @@ impl Mesh {
                 o += t.slots() + 1;
             }
         }
-        (adds, out)
+        out
     }
 
     /// All three steps at once, on a store the caller owns (tests, benchmarks, replay).
@@ -389,10 +405,12 @@ impl Mesh {
         let (plans, refused) = self.plans(batch, generation, |wanted| {
             wanted.iter().flat_map(|w| w.resolve(store)).collect()
         });
-        let (adds, mut out) = self.counts(&plans, batch, now_ms, store.limits().resolution_ms);
-        for a in adds.into_iter().filter(|a| keep(a.id)) {
-            store.add(a.id, a.ts_ms, a.count, now_ms);
-        }
+        let res = store.limits().resolution_ms;
+        let mut out = self.counts(&plans, batch, now_ms, res, |a| {
+            if keep(a.id) {
+                store.add(a.id, a.ts_ms, a.count, now_ms);
+            }
+        });
         out.refused_series = refused;
         out
     }

@@ -132,7 +132,13 @@ async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
         } else {
             Vec::new()
         };
-        Ok((json::result(&v, q.start), w, q.text))
+        let body = json::result(&v, q.start);
+        let held = ev.loaded();
+        drop((ev, v));
+        if held > crate::memory::TRIM_AFTER_SAMPLES {
+            crate::memory::release();
+        }
+        Ok((body, w, q.text))
     })
     .await?;
     if !warnings.is_empty() {

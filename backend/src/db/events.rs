@@ -23,7 +23,8 @@ pub fn apply(lock: &Lock, mesh: &mut Mesh, batches: &[waggle_wire::Batch], now_m
             ids
         });
         drop(w);
-        let (adds, mut out) = mesh.counts(&plans, batch, now_ms, res);
+        let mut adds = Vec::new();
+        let mut out = mesh.counts(&plans, batch, now_ms, res, |a| adds.push(a));
         out.refused_series = refused;
         if !adds.is_empty() {
             let mut w = WriteSlices::new(lock);

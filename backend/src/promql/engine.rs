@@ -133,6 +133,11 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Samples this evaluation has held so far.
+    pub fn loaded(&self) -> usize {
+        self.loaded.get()
+    }
+
     /// Counts `n` more samples held in memory against `--query-max-samples`, as Prometheus
     /// counts every sample a selector loads and every point a subquery or range query makes.
     pub(crate) fn charge(&self, n: usize) -> Result<()> {

@@ -387,7 +387,20 @@ pub struct Restored {
     pub series: u64,
 }
 
-/// Reads the snapshot at `path` into a new store with `limits`.
+/// One frame, checked, decompressed and parsed (strings still frame-local).
+enum Parsed {
+    Header(Header),
+    Slice {
+        seq: u64,
+        strings: Vec<String>,
+        series: Vec<(Vec<(u32, u32)>, Data)>,
+    },
+    Footer(u64),
+}
+
+/// Reads the snapshot at `path` into a new store with `limits`. A second thread checks,
+/// decompresses and parses frames while this one builds the store: the two halves of the
+/// work take about as long as each other.
 pub fn restore(path: &Path, limits: super::Limits) -> Result<Restored, SnapshotError> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
@@ -402,8 +415,10 @@ pub fn restore(path: &Path, limits: super::Limits) -> Result<Restored, SnapshotE
     if version != VERSION {
         return Err(SnapshotError::Version(version));
     }
-    let mut at = 12;
-    let mut frames = 0;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Parsed, SnapshotError>>(4);
+    let parser = std::thread::Builder::new()
+        .name("waggle-restore".into())
+        .spawn(move || parse_frames(&data, &tx))?;
     let mut out = Restored {
         store: Store::new(limits),
         header: Header::default(),
@@ -411,57 +426,99 @@ pub fn restore(path: &Path, limits: super::Limits) -> Result<Restored, SnapshotE
         min_seq: u64::MAX,
         series: 0,
     };
-    let corrupt = |frame, why: String| SnapshotError::Corrupt { frame, why };
-    while at < data.len() {
-        let head = data
-            .get(at..at + 8)
-            .ok_or(SnapshotError::Truncated(frames))?;
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let z = data
-            .get(at + 8..at + 8 + len)
-            .ok_or(SnapshotError::Truncated(frames))?;
-        if crc32fast::hash(z) != sum {
-            return Err(corrupt(frames, "its checksum does not match".into()));
-        }
-        let payload =
-            zstd::bulk::decompress(z, MAX_FRAME).map_err(|e| corrupt(frames, e.to_string()))?;
-        let mut i = In { b: &payload, at: 0 };
-        let kind = i.u8().map_err(|e| corrupt(frames, e))?;
-        match (frames, kind) {
-            (0, FRAME_HEADER) => {
-                out.header = header(&mut i).map_err(|e| corrupt(frames, e))?;
-                if out.header.resolution_ms != limits.resolution_ms {
-                    return Err(SnapshotError::Resolution {
-                        file: out.header.resolution_ms,
+    let mut frames = 0;
+    let result = loop {
+        let frame = match rx.recv() {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Err(SnapshotError::Truncated(frames)),
+        };
+        let corrupt = |why: String| SnapshotError::Corrupt { frame: frames, why };
+        match (frames, frame) {
+            (0, Parsed::Header(h)) => {
+                if h.resolution_ms != limits.resolution_ms {
+                    break Err(SnapshotError::Resolution {
+                        file: h.resolution_ms,
                         ours: limits.resolution_ms,
                     });
                 }
+                out.header = h;
             }
-            (0, _) => return Err(corrupt(0, "the header frame is missing".into())),
-            (_, FRAME_SLICE) => slice(&mut i, &mut out).map_err(|e| corrupt(frames, e))?,
-            (_, FRAME_FOOTER) => {
-                let series = i.varint().map_err(|e| corrupt(frames, e))?;
+            (0, _) => break Err(corrupt("the header frame is missing".into())),
+            (_, Parsed::Header(_)) => break Err(corrupt("a second header frame".into())),
+            (
+                _,
+                Parsed::Slice {
+                    seq,
+                    strings,
+                    series,
+                },
+            ) => insert(&mut out, seq, &strings, series),
+            (_, Parsed::Footer(series)) => {
                 if series != out.series {
-                    return Err(corrupt(
-                        frames,
-                        format!(
-                            "the footer counts {series} series, the slices {}",
-                            out.series
-                        ),
-                    ));
+                    break Err(corrupt(format!(
+                        "the footer counts {series} series, the slices {}",
+                        out.series
+                    )));
                 }
                 if out.min_seq == u64::MAX {
                     out.min_seq = 0;
                 }
-                return Ok(out);
+                break Ok(());
             }
-            (_, k) => return Err(corrupt(frames, format!("unknown frame kind {k}"))),
         }
-        at += 8 + len;
         frames += 1;
+    };
+    drop(rx);
+    let _ = parser.join();
+    result.map(|()| out)
+}
+
+/// One frame at `at`: the parsed frame and its size.
+fn parse_frame(data: &[u8], at: usize, frame: usize) -> Result<(Parsed, usize), SnapshotError> {
+    let corrupt = |why: String| SnapshotError::Corrupt { frame, why };
+    let head = data
+        .get(at..at + 8)
+        .ok_or(SnapshotError::Truncated(frame))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let z = data
+        .get(at + 8..at + 8 + len)
+        .ok_or(SnapshotError::Truncated(frame))?;
+    if crc32fast::hash(z) != sum {
+        return Err(corrupt("its checksum does not match".into()));
     }
-    Err(SnapshotError::Truncated(frames))
+    let payload = zstd::bulk::decompress(z, MAX_FRAME).map_err(|e| corrupt(e.to_string()))?;
+    let mut i = In { b: &payload, at: 0 };
+    let parsed = match i.u8().map_err(corrupt)? {
+        FRAME_HEADER => Parsed::Header(header(&mut i).map_err(corrupt)?),
+        FRAME_SLICE => slice(&mut i).map_err(corrupt)?,
+        FRAME_FOOTER => Parsed::Footer(i.varint().map_err(corrupt)?),
+        k => return Err(corrupt(format!("unknown frame kind {k}"))),
+    };
+    Ok((parsed, 8 + len))
+}
+
+/// Parses every frame of `data` in order, sending each on; stops at the footer or an error.
+fn parse_frames(data: &[u8], tx: &std::sync::mpsc::SyncSender<Result<Parsed, SnapshotError>>) {
+    let (mut at, mut frame) = (12, 0);
+    while at < data.len() {
+        match parse_frame(data, at, frame) {
+            Ok((p, size)) => {
+                let last = matches!(p, Parsed::Footer(_));
+                if tx.send(Ok(p)).is_err() || last {
+                    return;
+                }
+                at += size;
+                frame += 1;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    }
+    let _ = tx.send(Err(SnapshotError::Truncated(frame)));
 }
 
 fn header(i: &mut In<'_>) -> Res<Header> {
@@ -478,23 +535,22 @@ fn header(i: &mut In<'_>) -> Res<Header> {
     Ok(h)
 }
 
-fn slice(i: &mut In<'_>, out: &mut Restored) -> Res<()> {
+fn slice(i: &mut In<'_>) -> Res<Parsed> {
     let seq = i.varint()?;
-    out.min_seq = out.min_seq.min(seq);
     let n = i.count(1)?;
-    let mut symbols = Vec::with_capacity(n);
+    let mut strings = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = i.str()?;
-        symbols.push(out.store.symbols.intern(s));
+        strings.push(i.str()?.to_owned());
     }
     let sym = |x: u64| {
-        symbols
-            .get(x as usize)
-            .copied()
+        u32::try_from(x)
+            .ok()
+            .filter(|x| (*x as usize) < n)
             .ok_or("a string index is out of range")
     };
-    let mut pending = Vec::new();
-    for _ in 0..i.count(3)? {
+    let count = i.count(3)?;
+    let mut series = Vec::with_capacity(count);
+    for _ in 0..count {
         let mut key = Vec::with_capacity(32);
         for _ in 0..i.count(2)? {
             key.push((sym(i.varint()?)?, sym(i.varint()?)?));
@@ -519,10 +575,30 @@ fn slice(i: &mut In<'_>, out: &mut Restored) -> Res<()> {
             }
             k => return Err(format!("unknown series kind {k}")),
         };
+        series.push((key, data));
+    }
+    Ok(Parsed::Slice {
+        seq,
+        strings,
+        series,
+    })
+}
+
+/// Puts a parsed slice's series in the store (up to its series limit).
+fn insert(out: &mut Restored, seq: u64, strings: &[String], series: Vec<(Vec<(u32, u32)>, Data)>) {
+    out.min_seq = out.min_seq.min(seq);
+    let symbols: Vec<u32> = strings
+        .iter()
+        .map(|s| out.store.symbols.intern(s))
+        .collect();
+    let sym = |x: u32| symbols.get(x as usize).copied().unwrap_or(0);
+    let mut pending = Vec::new();
+    for (local, data) in series {
         out.series += 1;
         if out.store.index.len() >= out.store.limits.max_series {
             continue;
         }
+        let mut key: Vec<(u32, u32)> = local.into_iter().map(|(n, v)| (sym(n), sym(v))).collect();
         out.store.sort_key(&mut key);
         key.dedup_by_key(|p| p.0);
         let id = out.store.insert(key.into(), data, &mut pending);
@@ -532,7 +608,6 @@ fn slice(i: &mut In<'_>, out: &mut Restored) -> Res<()> {
         out.seqs[id as usize] = seq;
     }
     out.store.postings.add(pending);
-    Ok(())
 }
 
 #[cfg(test)]
