@@ -214,8 +214,13 @@ pub enum Bench {
     Plain,
     /// Envoy's native JSON access log (Istio's default JSON fields) to this file.
     AccessLog(PathBuf),
-    /// A proxy-wasm filter (waggle's, or the empty baseline), delivering to the backend's ingest port.
-    Filter { wasm: PathBuf, ingest_port: u16 },
+    /// A proxy-wasm filter (waggle's, or the empty baseline) with this `pluginConfig`,
+    /// delivering to the backend's ingest port.
+    Filter {
+        wasm: PathBuf,
+        config: String,
+        ingest_port: u16,
+    },
 }
 
 /// A sidecar-shaped Envoy whose one INBOUND route answers 200 itself, so Envoy is the only
@@ -264,8 +269,12 @@ pub fn direct_response_bootstrap(listen_port: u16, admin_port: u16, mode: &Bench
                 }
             }));
         }
-        Bench::Filter { wasm, ingest_port } => {
-            http_filters.push(wasm_filter(wasm, "{}"));
+        Bench::Filter {
+            wasm,
+            config,
+            ingest_port,
+        } => {
+            http_filters.push(wasm_filter(wasm, config));
             clusters.push(static_cluster(INGEST_CLUSTER, *ingest_port, json!({})));
         }
     }

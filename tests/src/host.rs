@@ -1,6 +1,7 @@
 //! The state a proxy-wasm host keeps for one VM, all of it inside the wasmtime `Store` so
 //! tests run in parallel without globals.
 
+pub mod cel;
 mod imports;
 mod memory;
 mod wasi;
@@ -128,6 +129,14 @@ pub struct HostState {
     pub metrics: Vec<(i32, Vec<u8>, i64)>,
     pub local_responses: Vec<(u32, Vec<u8>)>,
     pub rng: u64,
+    /// The proxy lacks Envoy's CEL foreign functions (older or stripped builds): `expr_*`
+    /// answer NOT_FOUND, as `proxy_call_foreign_function` does for an unknown name.
+    pub without_expressions: bool,
+    /// Expressions `expr_create` compiled, by token - 1; `None` once deleted.
+    pub expressions: Vec<Option<Vec<cel::Element>>>,
+    /// Every call from the VM into the host (proxy-wasm and WASI), counted by a wasmtime call
+    /// hook: what a host-call budget is measured against.
+    pub host_calls: u64,
 }
 
 impl HostState {
@@ -149,7 +158,21 @@ impl HostState {
         x
     }
 
-    fn property(&mut self, path: &[u8]) -> Option<Vec<u8>> {
+    /// Whether `path` holds an attribute or anything below it (CEL's `has` and `in`).
+    pub(crate) fn exists(&self, path: &[String]) -> bool {
+        if self.random_properties.is_some() {
+            return true;
+        }
+        let key = path.join("\0").into_bytes();
+        let mut below = key.clone();
+        below.push(0);
+        self.request_properties
+            .keys()
+            .chain(self.properties.keys())
+            .any(|k| *k == key || k.starts_with(&below))
+    }
+
+    pub(crate) fn property(&mut self, path: &[u8]) -> Option<Vec<u8>> {
         self.property_reads
             .insert(String::from_utf8_lossy(path).replace('\0', "."));
         if let Some(seed) = self.random_properties.as_mut() {

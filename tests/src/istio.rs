@@ -67,6 +67,10 @@ pub struct Request {
     /// `istio.services[0]` of the cluster: (host, name, namespace).
     pub service: Option<(String, String, String)>,
     pub cluster_name: Option<String>,
+    /// `connection.id`: Envoy's never-reused downstream connection counter.
+    pub connection_id: Option<u64>,
+    /// `upstream.address`: the endpoint an outbound request went to.
+    pub upstream_address: Option<String>,
     pub headers: Vec<(String, String)>,
     pub path: String,
 }
@@ -103,7 +107,9 @@ impl Default for Request {
                 "reviews".into(),
                 "bookinfo".into(),
             )),
-            cluster_name: None,
+            cluster_name: Some("inbound|9080||".into()),
+            connection_id: None,
+            upstream_address: None,
             headers: vec![],
             path: "/reviews/1?user=42".into(),
         }
@@ -190,6 +196,12 @@ impl Request {
         }
         if let Some(c) = &self.cluster_name {
             put(&["xds", "cluster_name"], c.clone().into_bytes());
+        }
+        if let Some(id) = self.connection_id {
+            put(&["connection", "id"], int(id));
+        }
+        if let Some(a) = &self.upstream_address {
+            put(&["upstream", "address"], a.clone().into_bytes());
         }
         for (k, v) in &self.headers {
             put(&["request", "headers", k], v.clone().into_bytes());

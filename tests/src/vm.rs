@@ -47,6 +47,12 @@ impl Vm {
         let mut linker = Linker::new(engine());
         host::link(&mut linker)?;
         let mut store = Store::new(engine(), HostState::new(1_767_225_600_000_000_000));
+        store.call_hook(|mut c, hook| {
+            if matches!(hook, wasmtime::CallHook::CallingHost) {
+                c.data_mut().host_calls += 1;
+            }
+            Ok(())
+        });
         let instance = linker
             .instantiate(&mut store, module)
             .context("instantiating the filter")?;

@@ -84,8 +84,16 @@ fn events_received(ingest: &Server) -> Vec<Event> {
 #[test]
 fn batches_hold_exactly_the_requests_sent() {
     let Some(binary) = envoy_binary() else { return };
+    // Both ways of reading attributes, in the real proxy: property reads (the default) and
+    // one CEL expression per request.
+    batches_hold_exactly(&binary, false);
+    batches_hold_exactly(&binary, true);
+}
+
+fn batches_hold_exactly(binary: &std::path::Path, expression: bool) {
     let ingest = Server::start(|_| Reply::status(202)).unwrap();
-    let mesh = sidecar(&binary, ingest.port(), r#"{"flush_interval_ms": 200}"#);
+    let config = format!(r#"{{"flush_interval_ms": 200, "expression": {expression}}}"#);
+    let mesh = sidecar(binary, ingest.port(), &config);
 
     // (status, delay ms, count)
     let plan = [
@@ -187,6 +195,16 @@ fn batches_hold_exactly_the_requests_sent() {
     let r = &ingest.received()[0];
     assert_eq!(r.header("content-type"), Some(waggle_wire::CONTENT_TYPE));
     assert_eq!(r.method, "POST");
+    let log = mesh.envoy.log_text();
+    let wanted = if expression {
+        "one expression evaluation"
+    } else {
+        "one at a time (expression: false)"
+    };
+    assert!(
+        log.contains(wanted) && !log.contains("evaluating the attribute expression failed"),
+        "expression {expression}: {log}"
+    );
 }
 
 #[test]

@@ -33,6 +33,11 @@ pub struct Config {
     pub capture_path: bool,
     /// Longest recorded path, in bytes (1 to 2048).
     pub max_path_len: usize,
+    /// Read each request's attributes with one CEL expression evaluation (`true`: Envoy's
+    /// foreign functions, two host calls per request, falling back by itself where they are
+    /// missing) or with property reads (`false`, the default: about eleven host calls, yet
+    /// faster in Envoy 1.40, whose CEL evaluation costs more than the reads it replaces).
+    pub expression: bool,
 }
 
 pub const DEFAULT_CLUSTER: &str = "outbound|9091||waggle.waggle-system.svc.cluster.local";
@@ -54,6 +59,7 @@ impl Default for Config {
             retry_max_ms: 30_000,
             capture_path: false,
             max_path_len: 128,
+            expression: false,
         }
     }
 }

@@ -10,22 +10,65 @@ use log::{error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
+use crate::attributes::{self, Answer, Attr, Lazy};
 use crate::config::Config;
 use crate::host::{self, Host};
-use crate::identity::{self, Local};
+use crate::identity;
 use crate::outbox::{Outbox, Outcome, Transport};
-use crate::record::{self, Options};
+use crate::record::Options;
+use crate::recorder::Recorder;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
+/// How a request's attributes are read.
+enum Reader {
+    /// One `expr_evaluate` per request of an expression compiled at configuration time.
+    Expression { token: u32, attrs: Vec<Attr> },
+    /// One `proxy_get_property` per attribute: proxies without Envoy's CEL foreign functions.
+    Properties,
+}
+
 /// What the request contexts share with their root: one per worker VM.
-struct Recorder {
-    outbox: Outbox,
-    local: Local,
-    options: Options,
+struct Shared {
+    recorder: Recorder,
+    reader: Reader,
+    /// Set once an evaluation failed, so the fallback is logged once.
+    evaluation_failed: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Reader::Expression { token, .. } = self.reader {
+            let _ = host::call_foreign("expr_delete", &token.to_le_bytes());
+        }
+    }
+}
+
+/// Compiles the expression listing `attrs`, or says why the proxy cannot.
+fn reader(attrs: Vec<Attr>) -> Reader {
+    let expression = attributes::expression(&attrs);
+    match host::call_foreign("expr_create", expression.as_bytes()) {
+        Ok(token) => match <[u8; 4]>::try_from(token.as_slice()) {
+            Ok(t) => {
+                info!("waggle reads each request's attributes with one expression evaluation");
+                Reader::Expression {
+                    token: u32::from_le_bytes(t),
+                    attrs,
+                }
+            }
+            Err(_) => {
+                warn!("waggle: expr_create answered {} bytes, not a token; reading attributes one at a time", token.len());
+                Reader::Properties
+            }
+        },
+        Err(status) => {
+            info!("waggle: this proxy cannot evaluate expressions (expr_create: status {status}); reading attributes one at a time");
+            Reader::Properties
+        }
+    }
 }
 
 /// Outgoing call settings, fixed at configuration time.
@@ -40,7 +83,7 @@ struct Ingest {
 #[derive(Default)]
 struct Root {
     /// `None` until configured, and after an invalid configuration: traffic then passes untouched.
-    recorder: Option<Rc<RefCell<Recorder>>>,
+    recorder: Option<Rc<RefCell<Shared>>>,
     ingest: Option<Ingest>,
     logged_refusals: Vec<u16>,
     failing: bool,
@@ -119,10 +162,19 @@ impl Root {
             config.flush_interval_ms,
             config.max_batch_events
         );
-        self.recorder = Some(Rc::new(RefCell::new(Recorder {
-            outbox,
-            local,
-            options,
+        // Drop the previous configuration's expression before compiling this one's.
+        self.recorder = None;
+        let attrs = attributes::wanted(options.capture_path).collect();
+        let reader = if config.expression {
+            reader(attrs)
+        } else {
+            info!("waggle reads request attributes one at a time (expression: false)");
+            Reader::Properties
+        };
+        self.recorder = Some(Rc::new(RefCell::new(Shared {
+            recorder: Recorder::new(outbox, local, options),
+            reader,
+            evaluation_failed: false,
         })));
         self.set_tick_period(Duration::from_millis(config.tick_ms()));
         Ok(())
@@ -136,7 +188,9 @@ impl Root {
         let Ok(mut r) = recorder.try_borrow_mut() else {
             return;
         };
-        r.outbox.pump(now_ms, &mut Caller { root: self, ingest });
+        r.recorder
+            .outbox
+            .pump(now_ms, &mut Caller { root: self, ingest });
     }
 }
 
@@ -172,7 +226,7 @@ impl Context for Root {
         let now_ms = now_ns(self) / 1_000_000;
         if let Some(recorder) = &self.recorder {
             if let Ok(mut r) = recorder.try_borrow_mut() {
-                r.outbox.on_response(token, outcome, now_ms);
+                r.recorder.outbox.on_response(token, outcome, now_ms);
             }
         }
         self.pump();
@@ -205,7 +259,7 @@ impl RootContext for Root {
 }
 
 struct Request {
-    recorder: Option<Rc<RefCell<Recorder>>>,
+    recorder: Option<Rc<RefCell<Shared>>>,
 }
 
 impl Context for Request {}
@@ -215,11 +269,26 @@ impl HttpContext for Request {
         let Some(recorder) = &self.recorder else {
             return;
         };
-        let Ok(mut r) = recorder.try_borrow_mut() else {
+        let Ok(mut shared) = recorder.try_borrow_mut() else {
             return;
         };
         let now = now_ns(self);
-        let event = record::record(&Host, &r.local, r.options, now);
-        r.outbox.record(&event, now / 1_000_000);
+        let Shared {
+            recorder,
+            reader,
+            evaluation_failed,
+        } = &mut *shared;
+        if let Reader::Expression { token, attrs } = reader {
+            let answer = host::call_foreign("expr_evaluate", &token.to_le_bytes());
+            if let Some(a) = answer.as_deref().ok().and_then(|b| Answer::parse(b, attrs)) {
+                recorder.record(&a, &Host, now);
+                return;
+            }
+            if !*evaluation_failed {
+                *evaluation_failed = true;
+                warn!("waggle: evaluating the attribute expression failed ({:?}); this request's attributes are read one at a time (logged once)", answer.err());
+            }
+        }
+        recorder.record(&Lazy::new(&Host), &Host, now);
     }
 }

@@ -10,10 +10,14 @@ const SHORT_CODES: [&str; 30] = [
 /// `-` when no flag is set, else the codes joined by `,` in bit order, as Envoy prints them.
 /// Bits Envoy may add later are ignored rather than guessed.
 pub fn short_string(bits: u64) -> String {
-    if bits == 0 {
-        return "-".to_owned();
-    }
     let mut out = String::new();
+    write_short(bits, &mut out);
+    out
+}
+
+/// [`short_string`] into `out` (cleared first), so a reused buffer makes no allocation.
+pub fn write_short(bits: u64, out: &mut String) {
+    out.clear();
     for (i, code) in SHORT_CODES.iter().enumerate() {
         if bits & (1 << i) != 0 {
             if !out.is_empty() {
@@ -25,7 +29,6 @@ pub fn short_string(bits: u64) -> String {
     if out.is_empty() {
         out.push('-');
     }
-    out
 }
 
 #[cfg(test)]

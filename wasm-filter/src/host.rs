@@ -14,6 +14,19 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_call_foreign_function(
+        name_data: *const u8,
+        name_size: usize,
+        args_data: *const u8,
+        args_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -24,6 +37,7 @@ extern "C" {
 }
 
 const STATUS_OK: u32 = 0;
+const REQUEST_HEADERS: u32 = 0;
 const HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
 
 /// Takes ownership of a buffer the host allocated through `proxy_on_memory_allocate`.
@@ -54,6 +68,41 @@ impl Properties for Host {
         // SAFETY: status OK, so data/size describe a host-allocated buffer (or nothing).
         unsafe { take(data, size) }
     }
+
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: as in `get`.
+        let status = unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, &mut data, &mut size) };
+        if status != STATUS_OK {
+            return None;
+        }
+        // SAFETY: status OK.
+        unsafe { take(data, size) }
+    }
+}
+
+/// Calls a foreign function the proxy registered (Envoy: `expr_create`, `expr_evaluate`).
+/// `Err` carries the proxy's status: NotFound when the proxy has no such function.
+pub fn call_foreign(name: &str, args: &[u8]) -> Result<Vec<u8>, u32> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `Host::get`.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args.as_ptr(),
+            args.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    if status != STATUS_OK {
+        return Err(status);
+    }
+    // SAFETY: status OK.
+    unsafe { take(data, size) }.ok_or(status)
 }
 
 /// The `:status` of an HTTP call's answer, if it has a valid one.

@@ -5,6 +5,24 @@ use waggle_wire::{Reporter, Service, Workload};
 
 use crate::properties::{Properties, PropertiesExt, UNKNOWN};
 
+/// The other side and the principals: fixed for a connection inbound, for an endpoint outbound.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peer {
+    pub workload: Workload,
+    pub local_principal: String,
+    pub peer_principal: String,
+}
+
+/// Reads the peer's identity and the principals from the proxy.
+pub fn read_peer(p: &impl Properties, reporter: Reporter) -> Peer {
+    let (local_principal, peer_principal) = principals(p, reporter);
+    Peer {
+        workload: peer(p, reporter),
+        local_principal,
+        peer_principal,
+    }
+}
+
 /// The sidecar's own identity, read once per VM.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Local {
@@ -124,8 +142,8 @@ pub fn principals(p: &impl Properties, reporter: Reporter) -> (String, String) {
     (or_unknown(local), or_unknown(peer))
 }
 
-/// The destination service: Istio's cluster metadata, else the request's authority.
-pub fn service(p: &impl Properties, reporter: Reporter, local: &Local) -> Service {
+/// The destination service from Istio's metadata on the request's cluster, if it has any.
+pub fn cluster_service(p: &impl Properties) -> Option<Service> {
     let meta = [
         "xds",
         "cluster_metadata",
@@ -133,46 +151,38 @@ pub fn service(p: &impl Properties, reporter: Reporter, local: &Local) -> Servic
         "istio",
         "services",
     ];
-    if let Some(s) = p
-        .get(&meta)
+    p.get(&meta)
         .as_deref()
         .and_then(crate::metadata::first_service)
-    {
-        return s;
-    }
-    let host = p
-        .string(&["request", "host"])
-        .map(|h| strip_port(&h).to_owned())
-        .unwrap_or_default();
+}
+
+/// The destination service when the cluster says nothing: derived from the request's
+/// authority (`host`), and on the inbound side completed with the local identity.
+pub fn authority_service<'a>(
+    host: Option<&'a str>,
+    reporter: Reporter,
+    local: &'a Local,
+) -> Service<&'a str> {
+    let host = host.map(strip_port).unwrap_or_default();
     let mut labels = host.split('.').filter(|l| !l.is_empty());
-    let name = labels.next().map(str::to_owned);
-    let namespace = labels
-        .next()
-        .filter(|_| host.contains(".svc"))
-        .map(str::to_owned);
+    let name = labels.next();
+    let in_cluster = host.contains(".svc");
+    let namespace = labels.next().filter(|_| in_cluster);
     let local_side = reporter == Reporter::Destination;
+    let (name_default, namespace_default) = if local_side {
+        (
+            local.workload.canonical_service.as_str(),
+            local.workload.namespace.as_str(),
+        )
+    } else {
+        (UNKNOWN, UNKNOWN)
+    };
     Service {
-        host: if host.is_empty() {
-            UNKNOWN.to_owned()
-        } else {
-            host.clone()
-        },
+        host: if host.is_empty() { UNKNOWN } else { host },
         name: name
-            .filter(|_| !local_side || host.contains(".svc"))
-            .unwrap_or_else(|| {
-                if local_side {
-                    local.workload.canonical_service.clone()
-                } else {
-                    UNKNOWN.to_owned()
-                }
-            }),
-        namespace: namespace.unwrap_or_else(|| {
-            if local_side {
-                local.workload.namespace.clone()
-            } else {
-                UNKNOWN.to_owned()
-            }
-        }),
+            .filter(|_| !local_side || in_cluster)
+            .unwrap_or(name_default),
+        namespace: namespace.unwrap_or(namespace_default),
     }
 }
 
@@ -364,14 +374,15 @@ mod tests {
             ("[::1]:80", Reporter::Source, ("[::1]", "[::1]", "unknown")),
         ];
         for (host, reporter, (h, n, ns)) in cases {
-            let mut m = Map::default();
-            m.set(&["request", "host"], host);
-            let s = service(&m, reporter, &local);
-            assert_eq!(
-                (s.host.as_str(), s.name.as_str(), s.namespace.as_str()),
-                (h, n, ns),
-                "{host}"
-            );
+            let s = authority_service(Some(host), reporter, &local);
+            assert_eq!((s.host, s.name, s.namespace), (h, n, ns), "{host}");
         }
+        let s = authority_service(None, Reporter::Source, &local);
+        assert_eq!(
+            (s.host, s.name, s.namespace),
+            ("unknown", "unknown", "unknown")
+        );
+        let s = authority_service(None, Reporter::Destination, &local);
+        assert_eq!((s.name, s.namespace), ("reviews", "bookinfo"));
     }
 }

@@ -4,6 +4,8 @@
 //! Everything but `host` and `filter` is plain Rust, unit-tested natively; those two adapt the
 //! proxy-wasm ABI and exist only in the `.wasm`.
 
+pub mod attributes;
+pub mod cache;
 pub mod config;
 pub mod flags;
 pub mod identity;
@@ -11,6 +13,7 @@ pub mod metadata;
 pub mod outbox;
 pub mod properties;
 pub mod record;
+pub mod recorder;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

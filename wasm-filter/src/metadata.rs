@@ -11,6 +11,22 @@ use crate::properties::{truncate, MAX_FIELD_LEN};
 /// Parses the pairs format: u32 count, (u32 key_len, u32 value_len) per pair, then each key
 /// and value followed by a NUL. Total: malformed input gives `None`.
 pub fn pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut out = Vec::new();
+    each_pair(bytes, |_, k, v| out.push((k, v)))?;
+    Some(out)
+}
+
+/// Walks the pairs of `bytes` in order without allocating: checks the whole layout first, so
+/// `f` sees nothing of malformed input. Returns the number of pairs.
+pub fn each_pair<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(usize, &'a [u8], &'a [u8]),
+) -> Option<usize> {
+    walk(bytes, |_, _, _| {})?;
+    walk(bytes, &mut f)
+}
+
+fn walk<'a>(bytes: &'a [u8], mut f: impl FnMut(usize, &'a [u8], &'a [u8])) -> Option<usize> {
     let u32_at = |at: usize| -> Option<usize> {
         let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(b)).ok()
@@ -21,7 +37,6 @@ pub fn pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         return None;
     }
     let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
-    let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let k = u32_at(4 + i * 8)?;
         let v = u32_at(8 + i * 8)?;
@@ -29,9 +44,9 @@ pub fn pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         data = data.checked_add(k)?.checked_add(1)?;
         let value = bytes.get(data..data.checked_add(v)?)?;
         data = data.checked_add(v)?.checked_add(1)?;
-        out.push((key, value));
+        f(i, key, value);
     }
-    Some(out)
+    Some(count)
 }
 
 /// The first service of the list; `None` when the bytes hold none.

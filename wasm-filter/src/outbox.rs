@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use waggle_wire::{BatchBuilder, Event, Header};
+use waggle_wire::{BatchBuilder, Event, EventRef, Header};
 
 use crate::config::Config;
 use crate::identity::Local;
@@ -109,6 +109,12 @@ impl Outbox {
 
     /// Buffers one event, or drops and counts it when the buffer is full. Constant work.
     pub fn record(&mut self, event: &Event, now_ms: u64) -> bool {
+        self.record_ref(&event.as_ref(), now_ms)
+    }
+
+    /// [`Outbox::record`] of a borrowed event: allocates nothing in the steady state (strings
+    /// and shapes already in the batch, record storage set aside when the batch opened).
+    pub fn record_ref(&mut self, event: &EventRef<'_>, now_ms: u64) -> bool {
         if self.buffered >= self.max_buffer_events {
             self.dropped_unreported += 1;
             self.stats.dropped += 1;
@@ -116,8 +122,9 @@ impl Outbox {
         }
         if self.builder.is_empty() {
             self.opened_at_ms = now_ms;
+            self.builder.reserve(self.max_batch_events);
         }
-        self.builder.push(event);
+        self.builder.push_ref(event);
         self.buffered += 1;
         self.stats.recorded += 1;
         if self.builder.len() >= self.max_batch_events {

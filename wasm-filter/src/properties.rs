@@ -4,6 +4,12 @@
 pub trait Properties {
     /// The raw bytes of an attribute, `None` when absent or unreadable for any reason.
     fn get(&self, path: &[&str]) -> Option<Vec<u8>>;
+
+    /// The request's headers in proxy-wasm's pairs format, in one read; `None` when the
+    /// source cannot give them that way (headers are then read one attribute at a time).
+    fn request_headers(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Longest string kept from any attribute: bounds per-event memory whatever the peer sends.

@@ -1,10 +1,10 @@
-//! Turns the attributes of one finished request into an [`Event`].
+//! Turns the attributes of one finished request into an [`EventRef`], borrowing every string.
 
-use waggle_wire::{Event, Protocol, Reporter};
+use waggle_wire::{EventRef, Protocol, Reporter, Service};
 
+use crate::attributes::{cut, Attr, Source, SourceExt};
 use crate::flags;
-use crate::identity::{self, Local};
-use crate::properties::{truncate, Properties, PropertiesExt};
+use crate::identity::{self, Local, Peer};
 
 /// What recording needs besides the attributes.
 #[derive(Debug, Clone, Copy)]
@@ -13,98 +13,136 @@ pub struct Options {
     pub max_path_len: usize,
 }
 
-/// Reads everything in one pass; a missing attribute yields a neutral value, never an error.
-pub fn record(p: &impl Properties, local: &Local, opts: Options, now_unix_ns: u64) -> Event {
-    // `xds.listener_direction`: 1 inbound, 2 outbound. Read per request: one filter
-    // configuration serves both directions.
-    let reporter = match p.int(&["xds", "listener_direction"]) {
+/// `xds.listener_direction`: 1 inbound, 2 outbound. Read per request: one filter
+/// configuration serves both directions.
+pub fn reporter(a: &dyn Source) -> Reporter {
+    match a.int(Attr::Direction) {
         Some(1) => Reporter::Destination,
         _ => Reporter::Source,
-    };
-    let duration_ns = p.uint(&["request", "duration"]).unwrap_or(0);
-    let start_ns = p
-        .uint(&["request", "time"])
+    }
+}
+
+/// Everything about a request that is not in its attributes.
+pub struct Known<'a> {
+    pub reporter: Reporter,
+    pub local: &'a Local,
+    pub peer: &'a Peer,
+    /// The cluster's `istio.services` entry, when it has one.
+    pub service: Option<&'a Service>,
+    pub options: Options,
+}
+
+/// Builds the event; a missing attribute yields a neutral value, never an error.
+/// `flags` is the caller's buffer for the rendered response flags.
+pub fn record<'a>(
+    a: &'a dyn Source,
+    k: &Known<'a>,
+    now_unix_ns: u64,
+    flags: &'a mut String,
+) -> EventRef<'a> {
+    let reporter = k.reporter;
+    let duration_ns = a.uint(Attr::Duration).unwrap_or(0);
+    let start_ns = a
+        .uint(Attr::Time)
         .unwrap_or_else(|| now_unix_ns.saturating_sub(duration_ns));
-    let protocol = match p.string(&["request", "headers", "content-type"]) {
+    let protocol = match a.str(Attr::ContentType) {
         Some(ct) if ct.starts_with("application/grpc") => Protocol::Grpc,
         _ => Protocol::Http,
     };
     let grpc_status = match protocol {
-        Protocol::Grpc => p
-            .uint(&["response", "grpc_status"])
-            .and_then(|g| u32::try_from(g).ok()),
+        Protocol::Grpc => a.uint(Attr::GrpcStatus).and_then(|g| u32::try_from(g).ok()),
         Protocol::Http => None,
     };
-    let (local_principal, peer_principal) = identity::principals(p, reporter);
     let upstream_cluster = match reporter {
-        Reporter::Source => p.string(&["xds", "cluster_name"]).unwrap_or_default(),
-        Reporter::Destination => String::new(),
+        Reporter::Source => a.str(Attr::ClusterName).unwrap_or_default(),
+        Reporter::Destination => "",
     };
-    Event {
+    let service = match k.service {
+        Some(s) => s.as_ref(),
+        None => identity::authority_service(a.str(Attr::Host), reporter, k.local),
+    };
+    flags::write_short(a.uint(Attr::Flags).unwrap_or(0), flags);
+    EventRef {
         reporter,
         start_unix_us: start_ns / 1000,
         duration_us: duration_ns / 1000,
-        response_code: p
-            .uint(&["response", "code"])
+        response_code: a
+            .uint(Attr::Code)
             .and_then(|c| u16::try_from(c).ok())
             .unwrap_or(0),
         grpc_status,
-        response_flags: flags::short_string(p.uint(&["response", "flags"]).unwrap_or(0)),
+        response_flags: flags,
         protocol,
-        method: p
-            .string(&["request", "method"])
-            .unwrap_or_else(|| "unknown".to_owned()),
-        request_bytes: p.uint(&["request", "total_size"]).unwrap_or(0),
-        response_bytes: p.uint(&["response", "total_size"]).unwrap_or(0),
-        peer: identity::peer(p, reporter),
-        local_principal,
-        peer_principal,
-        service: identity::service(p, reporter, local),
+        method: a.str(Attr::Method).unwrap_or("unknown"),
+        request_bytes: a.uint(Attr::RequestSize).unwrap_or(0),
+        response_bytes: a.uint(Attr::ResponseSize).unwrap_or(0),
+        peer: k.peer.workload.as_ref(),
+        local_principal: &k.peer.local_principal,
+        peer_principal: &k.peer.peer_principal,
+        service,
         upstream_cluster,
-        trace_id: trace_id(p),
-        path: opts
+        trace_id: trace_id(a),
+        path: k
+            .options
             .capture_path
-            .then(|| path(p, opts.max_path_len))
+            .then(|| path(a, k.options.max_path_len))
             .flatten(),
     }
 }
 
-/// The trace id of W3C `traceparent` or B3 `x-b3-traceid`, lowercase hex, when well formed.
-fn trace_id(p: &impl Properties) -> Option<String> {
+/// The trace id of W3C `traceparent` or B3 `x-b3-traceid`, when well formed (hex, either case).
+fn trace_id(a: &dyn Source) -> Option<&str> {
     let valid = |id: &str| {
         matches!(id.len(), 16 | 32)
             && id.bytes().all(|b| b.is_ascii_hexdigit())
             && id.bytes().any(|b| b != b'0')
     };
-    if let Some(tp) = p.string(&["request", "headers", "traceparent"]) {
+    if let Some(tp) = a.str(Attr::Traceparent) {
         // version "-" trace-id "-" parent-id "-" flags
         let mut parts = tp.split('-');
         if let (Some(_), Some(id)) = (parts.next(), parts.next()) {
             if id.len() == 32 && valid(id) {
-                return Some(id.to_ascii_lowercase());
+                return Some(id);
             }
         }
     }
-    p.string(&["request", "headers", "x-b3-traceid"])
-        .filter(|id| valid(id))
-        .map(|id| id.to_ascii_lowercase())
+    a.str(Attr::B3TraceId).filter(|id| valid(id))
 }
 
-fn path(p: &impl Properties, max: usize) -> Option<String> {
-    let full = p
-        .string(&["request", "url_path"])
-        .or_else(|| p.string(&["request", "path"]))?;
-    let no_query = match full.split_once(['?', '#']) {
-        Some((before, _)) => before.to_owned(),
-        None => full,
-    };
-    Some(truncate(no_query, max))
+fn path(a: &dyn Source, max: usize) -> Option<&str> {
+    let full = a.str(Attr::UrlPath).or_else(|| a.str(Attr::Path))?;
+    let no_query = full.split(['?', '#']).next().unwrap_or(full);
+    Some(cut(no_query, max))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attributes::Lazy;
     use crate::properties::fake::Map;
+    use waggle_wire::Event;
+
+    /// Records from `m` as the filter does without caches, then encodes and decodes the
+    /// event: what the backend receives.
+    fn record(m: &Map, local: &Local, options: Options, now: u64) -> Event {
+        let a = Lazy::new(m);
+        let peer = identity::read_peer(m, reporter(&a));
+        let service = identity::cluster_service(m);
+        let k = Known {
+            reporter: reporter(&a),
+            local,
+            peer: &peer,
+            service: service.as_ref(),
+            options,
+        };
+        let mut flags = String::new();
+        let e = super::record(&a, &k, now, &mut flags);
+        let mut b = waggle_wire::BatchBuilder::new();
+        b.push_ref(&e);
+        let batch = waggle_wire::decode(&b.finish(&Default::default())).unwrap();
+        let event = batch.events().next().unwrap();
+        event
+    }
 
     const OPTS: Options = Options {
         capture_path: false,
@@ -223,7 +261,7 @@ mod tests {
             let mut m = Map::default();
             m.set(&["request", "headers", "traceparent"], tp)
                 .set(&["request", "headers", "x-b3-traceid"], b3);
-            assert_eq!(trace_id(&m), None, "{tp} {b3}");
+            assert_eq!(trace_id(&Lazy::new(&m)), None, "{tp} {b3}");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::event::{Event, Header, Key, Protocol, Record, Reporter, Service, TraceId};
+use crate::event::{Event, EventRef, Header, Key, Protocol, Record, Reporter, Service, TraceId};
 use crate::varint::{put, put_str, put_zigzag};
 use crate::{MAGIC, VERSION};
 
@@ -29,6 +29,12 @@ impl BatchBuilder {
         self.records.is_empty()
     }
 
+    /// Sets room aside for `records` events, so pushing that many allocates no record storage.
+    pub fn reserve(&mut self, records: usize) {
+        self.records
+            .reserve(records.saturating_sub(self.records.len()));
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&i) = self.string_index.get(s) {
             return i;
@@ -40,22 +46,28 @@ impl BatchBuilder {
     }
 
     pub fn push(&mut self, e: &Event) {
+        self.push_ref(&e.as_ref());
+    }
+
+    /// Adds one event. Allocates only for strings and request shapes new to this batch, and
+    /// when the record table outgrows what [`BatchBuilder::reserve`] set aside.
+    pub fn push_ref(&mut self, e: &EventRef<'_>) {
         let key = Key {
             reporter: e.reporter,
             protocol: e.protocol,
             response_code: e.response_code,
             grpc_status: e.grpc_status,
-            method: self.intern(&e.method),
-            response_flags: self.intern(&e.response_flags),
+            method: self.intern(e.method),
+            response_flags: self.intern(e.response_flags),
             peer: e.peer.map(|s| self.intern(s)),
-            local_principal: self.intern(&e.local_principal),
-            peer_principal: self.intern(&e.peer_principal),
+            local_principal: self.intern(e.local_principal),
+            peer_principal: self.intern(e.peer_principal),
             service: Service {
-                host: self.intern(&e.service.host),
-                name: self.intern(&e.service.name),
-                namespace: self.intern(&e.service.namespace),
+                host: self.intern(e.service.host),
+                name: self.intern(e.service.name),
+                namespace: self.intern(e.service.namespace),
             },
-            upstream_cluster: self.intern(&e.upstream_cluster),
+            upstream_cluster: self.intern(e.upstream_cluster),
         };
         let key = match self.key_index.get(&key) {
             Some(&i) => i,
@@ -66,8 +78,8 @@ impl BatchBuilder {
                 i
             }
         };
-        let trace_id = e.trace_id.as_deref().map(|t| self.trace_id(t));
-        let path = e.path.as_deref().map(|p| self.intern(p));
+        let trace_id = e.trace_id.map(|t| self.trace_id(t));
+        let path = e.path.map(|p| self.intern(p));
         self.records.push(Record {
             key,
             start_unix_us: e.start_unix_us,
@@ -206,6 +218,7 @@ fn unhex(s: &str, out: &mut [u8]) -> bool {
     let digit = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     };
     if s.len() != out.len() * 2 {

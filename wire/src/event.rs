@@ -116,6 +116,79 @@ pub struct Event {
     pub path: Option<String>,
 }
 
+/// An [`Event`] whose strings are borrowed: what the filter builds per request, so recording
+/// copies nothing that a cache or the proxy's answer already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    pub reporter: Reporter,
+    pub start_unix_us: u64,
+    pub duration_us: u64,
+    pub response_code: u16,
+    pub grpc_status: Option<u32>,
+    pub response_flags: &'a str,
+    pub protocol: Protocol,
+    pub method: &'a str,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub peer: Workload<&'a str>,
+    pub local_principal: &'a str,
+    pub peer_principal: &'a str,
+    pub service: Service<&'a str>,
+    pub upstream_cluster: &'a str,
+    /// Hex, either case (the encoder stores it as bytes); anything else is kept as a string.
+    pub trace_id: Option<&'a str>,
+    pub path: Option<&'a str>,
+}
+
+impl Event {
+    /// This event, borrowed.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            reporter: self.reporter,
+            start_unix_us: self.start_unix_us,
+            duration_us: self.duration_us,
+            response_code: self.response_code,
+            grpc_status: self.grpc_status,
+            response_flags: &self.response_flags,
+            protocol: self.protocol,
+            method: &self.method,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            peer: self.peer.as_ref(),
+            local_principal: &self.local_principal,
+            peer_principal: &self.peer_principal,
+            service: self.service.as_ref(),
+            upstream_cluster: &self.upstream_cluster,
+            trace_id: self.trace_id.as_deref(),
+            path: self.path.as_deref(),
+        }
+    }
+}
+
+impl Workload {
+    pub fn as_ref(&self) -> Workload<&str> {
+        Workload {
+            workload: &self.workload,
+            namespace: &self.namespace,
+            app: &self.app,
+            version: &self.version,
+            canonical_service: &self.canonical_service,
+            canonical_revision: &self.canonical_revision,
+            cluster: &self.cluster,
+        }
+    }
+}
+
+impl Service {
+    pub fn as_ref(&self) -> Service<&str> {
+        Service {
+            host: &self.host,
+            name: &self.name,
+            namespace: &self.namespace,
+        }
+    }
+}
+
 /// What a batch says once about all of its events.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Header {

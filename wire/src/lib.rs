@@ -49,7 +49,7 @@ pub use decode::decode;
 pub use encode::BatchBuilder;
 pub use error::DecodeError;
 pub use event::{
-    Batch, Event, Header, Key, Protocol, Record, Reporter, Service, TraceId, Workload,
+    Batch, Event, EventRef, Header, Key, Protocol, Record, Reporter, Service, TraceId, Workload,
 };
 
 /// The three bytes every batch starts with.

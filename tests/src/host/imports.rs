@@ -251,7 +251,66 @@ fn properties(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Envoy's status for an expression that failed to compile or evaluate.
+const INTERNAL_FAILURE: i32 = 10;
+
+fn foreign(state: &mut HostState, name: &str, args: &[u8]) -> Result<Vec<u8>, i32> {
+    if state.without_expressions {
+        return Err(status::NOT_FOUND);
+    }
+    let token = || -> Result<usize, i32> {
+        let t: [u8; 4] = args.try_into().map_err(|_| status::BAD_ARGUMENT)?;
+        Ok((u32::from_le_bytes(t) as usize).wrapping_sub(1))
+    };
+    match name {
+        "expr_create" => {
+            let text = std::str::from_utf8(args).map_err(|_| status::BAD_ARGUMENT)?;
+            let elements = super::cel::parse(text).ok_or(INTERNAL_FAILURE)?;
+            state.expressions.push(Some(elements));
+            Ok((state.expressions.len() as u32).to_le_bytes().to_vec())
+        }
+        "expr_evaluate" => {
+            let elements = state
+                .expressions
+                .get(token()?)
+                .cloned()
+                .flatten()
+                .ok_or(status::NOT_FOUND)?;
+            let guarded: Vec<bool> = elements
+                .iter()
+                .map(|e| e.guards.iter().all(|g| state.exists(g)))
+                .collect();
+            Ok(super::cel::evaluate(&elements, &guarded, |path| {
+                state.property(path.join("\0").as_bytes())
+            }))
+        }
+        "expr_delete" => {
+            let slot = state
+                .expressions
+                .get_mut(token()?)
+                .ok_or(status::NOT_FOUND)?;
+            *slot = None;
+            Ok(Vec::new())
+        }
+        _ => Err(status::NOT_FOUND),
+    }
+}
+
 fn calls(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        |mut c: Ctx<'_>, np: i32, ns: i32, ap: i32, asz: i32, ret_ptr: i32, ret_size: i32| -> R {
+            let (name, args) = match (read_string(&mut c, np, ns), read(&mut c, ap, asz)) {
+                (Ok(n), Ok(a)) => (n, a),
+                (Err(s), _) | (_, Err(s)) => return Ok(s),
+            };
+            match foreign(c.data_mut(), &name, &args) {
+                Ok(v) => give(&mut c, &v, ret_ptr, ret_size),
+                Err(s) => Ok(s),
+            }
+        },
+    )?;
     l.func_wrap(
         "env",
         "proxy_http_call",
@@ -349,11 +408,6 @@ fn calls(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_grpc_close", |_: Ctx<'_>, _: i32| {
         status::NOT_FOUND
     })?;
-    l.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |_: Ctx<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| status::NOT_FOUND,
-    )?;
     Ok(())
 }
 
