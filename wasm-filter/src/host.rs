@@ -56,12 +56,22 @@ pub struct Host;
 
 impl Properties for Host {
     fn get(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let path = path.join("\0");
+        // The NUL-joined path goes on the stack: a read on the hot path allocates only the
+        // answer, which the ABI has the host allocate.
+        let mut buf = [0u8; 256];
+        let mut len = 0;
+        for (i, seg) in path.iter().enumerate() {
+            let sep = usize::from(i > 0);
+            let end = len + sep + seg.len();
+            let slot = buf.get_mut(len + sep..end)?;
+            slot.copy_from_slice(seg.as_bytes());
+            len = end;
+        }
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;
         // SAFETY: the pointers are valid for the duration of the call; the host writes both out
         // parameters only on success.
-        let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+        let status = unsafe { proxy_get_property(buf.as_ptr(), len, &mut data, &mut size) };
         if status != STATUS_OK {
             return None;
         }

@@ -19,13 +19,8 @@ pub const UNKNOWN: &str = "unknown";
 
 /// Cuts `s` to at most `max` bytes on a character boundary.
 pub fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut at = max;
-        while !s.is_char_boundary(at) {
-            at -= 1;
-        }
-        s.truncate(at);
-    }
+    let at = crate::attributes::cut(&s, max).len();
+    s.truncate(at);
     s
 }
 

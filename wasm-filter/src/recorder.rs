@@ -38,6 +38,24 @@ enum Cached {
     Service(Option<Service>),
 }
 
+/// The live entry of `cache` for `name`, read with `read` when there is none.
+fn named<'c>(
+    cache: &'c mut Bounded<Entry>,
+    name: &str,
+    now_ms: u64,
+    read: impl FnOnce() -> Cached,
+) -> Option<&'c Entry> {
+    cache.get_or_insert_with(
+        cache::key(name),
+        now_ms,
+        |e| e.name == name,
+        || Entry {
+            name: name.to_owned(),
+            value: read(),
+        },
+    )
+}
+
 pub struct Recorder {
     pub outbox: Outbox,
     pub local: Local,
@@ -104,15 +122,9 @@ impl Recorder {
             Reporter::Source => a
                 .str(Attr::UpstreamAddress)
                 .and_then(|addr| {
-                    endpoints.get_or_insert_with(
-                        cache::key(addr),
-                        now_ms,
-                        |e| e.name == addr,
-                        || Entry {
-                            name: addr.to_owned(),
-                            value: Cached::Peer(identity::read_peer(props, reporter)),
-                        },
-                    )
+                    named(endpoints, addr, now_ms, || {
+                        Cached::Peer(identity::read_peer(props, reporter))
+                    })
                 })
                 .and_then(|e| match &e.value {
                     Cached::Peer(p) => Some(p),
@@ -131,15 +143,9 @@ impl Recorder {
         let service = a
             .str(Attr::ClusterName)
             .and_then(|c| {
-                clusters.get_or_insert_with(
-                    cache::key(c),
-                    now_ms,
-                    |e| e.name == c,
-                    || Entry {
-                        name: c.to_owned(),
-                        value: Cached::Service(identity::cluster_service(props)),
-                    },
-                )
+                named(clusters, c, now_ms, || {
+                    Cached::Service(identity::cluster_service(props))
+                })
             })
             .and_then(|e| match &e.value {
                 Cached::Service(s) => s.as_ref(),
