@@ -175,7 +175,10 @@ impl Store {
 
     fn sort_key(&self, key: &mut [(u32, u32)]) {
         let symbols = &self.symbols;
-        key.sort_by(|a, b| symbols.str(a.0).cmp(symbols.str(b.0)));
+        // Keys read back from a checkpoint or built from sorted labels are in order already.
+        if !key.is_sorted_by(|a, b| symbols.str(a.0) <= symbols.str(b.0)) {
+            key.sort_by(|a, b| symbols.str(a.0).cmp(symbols.str(b.0)));
+        }
     }
 
     fn kind_of(&self, id: SeriesId) -> Option<Kind> {

@@ -119,3 +119,156 @@ fn a_restored_store_answers_exactly_as_the_original() {
     ));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Counters whose increments look random: their bit-packed grids do not compress.
+fn noisy_store(series: usize) -> Store {
+    let mut s = Store::new(Limits::default());
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for w in 0..series {
+        let id = s
+            .series(
+                &[("__name__", "noisy_total"), ("w", &format!("w{w}"))],
+                Kind::Counter { per_unit: 1.0 },
+            )
+            .unwrap();
+        for step in 0..3000i64 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            s.add(id, step * 1000, (x >> 40) % 5000, step * 1000);
+        }
+    }
+    s
+}
+
+/// (frames stored as zstd, frames stored plain) in a snapshot file.
+fn frame_kinds(bytes: &[u8]) -> (usize, usize) {
+    let (mut at, mut kinds) = (12, (0, 0));
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if bytes[at + 8..].starts_with(&ZSTD_MAGIC) {
+            kinds.0 += 1;
+        } else {
+            kinds.1 += 1;
+        }
+        at += 8 + len;
+    }
+    kinds
+}
+
+/// Writes `s` in slices of `per_slice` series; returns the payload bytes before compression.
+fn write(s: &Store, path: &Path, per_slice: u32) -> u64 {
+    let header = Header {
+        resolution_ms: 1000,
+        ..Header::default()
+    };
+    let mut w = Writer::create(path, &header).unwrap();
+    let bound = s.id_bound();
+    for from in (0..bound).step_by(per_slice as usize) {
+        w.slice(s, from..(from + per_slice).min(bound), u64::from(from))
+            .unwrap();
+    }
+    let payload = w.bytes;
+    commit(w.finish().unwrap()).unwrap();
+    payload
+}
+
+#[test]
+fn frames_that_do_not_compress_are_stored_plain_and_read_back_in_order() {
+    let path = std::env::temp_dir().join(format!("waggle-snap-plain-{}.wgs", std::process::id()));
+    let mut s = noisy_store(30);
+    for (i, sparse) in sample_store_labels().into_iter().enumerate() {
+        let id = s.series(&sparse, Kind::Counter { per_unit: 1.0 }).unwrap();
+        s.add(id, i as i64 * 1000, 1, 3_000_000);
+    }
+    // Eleven slices of three series: more frames than parsing threads, in several rounds.
+    let _ = write(&s, &path, 3);
+    let bytes = std::fs::read(&path).unwrap();
+    let (zstd, plain) = frame_kinds(&bytes);
+    assert!(
+        plain >= 10,
+        "noisy slices are stored plain ({zstd} zstd, {plain} plain)"
+    );
+    assert!(
+        zstd >= 1,
+        "the sparse slice and the header still compress ({zstd} zstd)"
+    );
+    let r = restore(&path, Limits::default()).unwrap();
+    assert_eq!(everything(&r.store), everything(&s));
+    // Ids follow file order, so the per-series log positions line up with the slices.
+    for id in 0..s.id_bound() {
+        assert_eq!(r.store.labels(id).to_string(), s.labels(id).to_string());
+        assert_eq!(r.seqs[id as usize], u64::from(id - id % 3));
+    }
+    // A corrupt plain frame in the middle is named by its index, whichever thread read it.
+    let mut flipped = bytes.clone();
+    let mut at = 12;
+    for _ in 0..5 {
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    flipped[at + 20] ^= 0x10;
+    std::fs::write(&path, &flipped).unwrap();
+    match restore(&path, Limits::default()) {
+        Err(SnapshotError::Corrupt { frame: 5, why }) => assert!(why.contains("checksum"), "{why}"),
+        other => panic!(
+            "expected frame 5 corrupt, got {:?}",
+            other.map(|r| r.series)
+        ),
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+fn sample_store_labels() -> Vec<Vec<(&'static str, &'static str)>> {
+    vec![
+        vec![("__name__", "sparse_total"), ("w", "a")],
+        vec![("__name__", "sparse_total"), ("w", "b")],
+        vec![("__name__", "sparse_total"), ("w", "c")],
+    ]
+}
+
+#[test]
+fn version_one_files_are_read_and_newer_versions_refused_by_number() {
+    let path = std::env::temp_dir().join(format!("waggle-snap-v1-{}.wgs", std::process::id()));
+    let s = sample_store();
+    let _ = write(&s, &path, 20);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Its slices compress, as every frame of a version 1 file did.
+    assert!(frame_kinds(&bytes).0 >= 2);
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let r = restore(&path, Limits::default()).unwrap();
+    assert_eq!(everything(&r.store), everything(&s));
+    bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = restore(&path, Limits::default()).err().unwrap().to_string();
+    assert!(
+        e.contains(&format!("format version {}", VERSION + 1)),
+        "{e}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_large_frame_is_compressed_only_when_its_series_compress() {
+    let path = std::env::temp_dir().join(format!("waggle-snap-probe-{}.wgs", std::process::id()));
+    // One slice each, both larger than the probe.
+    let noisy = noisy_store(40);
+    let mut sparse = Store::new(Limits::default());
+    for w in 0..3000 {
+        let id = sparse
+            .series(
+                &[("__name__", "sparse_total"), ("pod", &format!("pod-{w}"))],
+                Kind::Counter { per_unit: 1.0 },
+            )
+            .unwrap();
+        sparse.add(id, 1000, 1, 2000);
+    }
+    for (store, zstd_slices) in [(&noisy, 0), (&sparse, 1)] {
+        let payload = write(store, &path, 5000);
+        assert!(payload > 2 * PROBE as u64, "{payload} bytes");
+        let bytes = std::fs::read(&path).unwrap();
+        // The header and footer are tiny and stored plain; the one slice decides.
+        assert_eq!(frame_kinds(&bytes), (zstd_slices, 3 - zstd_slices));
+        let r = restore(&path, Limits::default()).unwrap();
+        assert_eq!(everything(&r.store), everything(store));
+    }
+    let _ = std::fs::remove_file(&path);
+}
