@@ -2,8 +2,13 @@
 //! waggle and at remote-write receivers, the remote-write encoder and sender, and the write-
 //! ahead log and checkpoints. Each returns a Markdown section.
 
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
 pub mod durability;
 pub mod freshness;
+pub mod host_calls;
 pub mod remote_write;
 
 /// (min, median, max).
@@ -70,4 +75,45 @@ pub fn filled_store(series: usize, steps: i64, end_ms: i64) -> waggle::store::St
         }
     }
     store
+}
+
+/// (requests/s, p50 ms, p99 ms) from `wrk -t1 --latency` against `127.0.0.1:port`.
+pub fn wrk(port: u16, seconds: u32, connections: u32) -> Result<(f64, f64, f64)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/api/info"))
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+    };
+    let rps: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context(text.clone())?;
+    let p50 = field("50%").and_then(|v| ms(&v)).context(text.clone())?;
+    let p99 = field("99%").and_then(|v| ms(&v)).context(text.clone())?;
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk saw errors:\n{text}");
+    }
+    Ok((rps, p50, p99))
 }

@@ -203,19 +203,27 @@ impl Request {
         if let Some(a) = &self.upstream_address {
             put(&["upstream", "address"], a.clone().into_bytes());
         }
-        for (k, v) in &self.headers {
-            put(&["request", "headers", k], v.clone().into_bytes());
+        for (k, v) in self.header_map() {
+            put(&["request", "headers", k], v.as_bytes().to_vec());
         }
         out
     }
 
+    /// The request header map as Envoy holds it: the pseudo-headers first (HTTP/1's `Host`
+    /// becomes `:authority`), then the regular headers.
+    pub fn header_map(&self) -> Vec<(&str, &str)> {
+        let mut map = vec![
+            (":authority", self.host.as_str()),
+            (":path", self.path.as_str()),
+            (":method", self.method.as_str()),
+            (":scheme", "http"),
+        ];
+        map.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        map
+    }
+
     /// Runs this request through `vm`.
     pub fn run(&self, vm: &mut Vm) -> anyhow::Result<(i32, i32)> {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        vm.request(&self.properties(), &headers)
+        vm.request(&self.properties(), &self.header_map())
     }
 }

@@ -214,7 +214,7 @@ fn endpoints_are_kept_apart_and_a_reused_address_is_read_again() {
 
 /// The default reads properties: more host calls than one expression, but cheaper in Envoy
 /// 1.40 (bench/run's Envoy section measures both side by side).
-const PROPERTY_BUDGET: u64 = 14;
+const PROPERTY_BUDGET: u64 = 12;
 
 #[test]
 fn the_default_reads_properties_within_its_own_budget() {

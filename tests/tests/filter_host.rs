@@ -148,12 +148,7 @@ fn records_an_outbound_grpc_request() {
         vec!["response".into(), "grpc_status".into()],
         14u64.to_le_bytes().to_vec(),
     ));
-    let headers: Vec<(&str, &str)> = req
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    vm.request(&props, &headers).unwrap();
+    vm.request(&props, &req.header_map()).unwrap();
     vm.advance_ms(1000).unwrap();
     let e = batch(&vm.pending_calls()[0]).events().next().unwrap();
     assert_eq!(e.reporter, Reporter::Source);

@@ -37,6 +37,10 @@ struct Shared {
     reader: Reader,
     /// Set once an evaluation failed, so the fallback is logged once.
     evaluation_failed: bool,
+    /// The proxy's clock at the last tick (at most one tick old). Requests take it instead of
+    /// asking: a clock call costs about 1.7 µs in Envoy 1.40's V8, and what a request needs
+    /// it for (when a batch opened, cache ages) does not need better than a tick.
+    clock_ns: u64,
 }
 
 impl Drop for Shared {
@@ -175,17 +179,20 @@ impl Root {
             recorder: Recorder::new(outbox, local, options),
             reader,
             evaluation_failed: false,
+            clock_ns: now_ns(self),
         })));
         self.set_tick_period(Duration::from_millis(config.tick_ms()));
         Ok(())
     }
 
     fn pump(&mut self) {
-        let now_ms = now_ns(self) / 1_000_000;
-        let (Some(recorder), Some(ingest)) = (&self.recorder, &self.ingest) else {
+        let now = now_ns(self);
+        let now_ms = now / 1_000_000;
+        let Some(Ok(mut r)) = self.recorder.as_ref().map(|r| r.try_borrow_mut()) else {
             return;
         };
-        let Ok(mut r) = recorder.try_borrow_mut() else {
+        r.clock_ns = now;
+        let Some(ingest) = &self.ingest else {
             return;
         };
         r.recorder
@@ -272,12 +279,13 @@ impl HttpContext for Request {
         let Ok(mut shared) = recorder.try_borrow_mut() else {
             return;
         };
-        let now = now_ns(self);
         let Shared {
             recorder,
             reader,
             evaluation_failed,
+            clock_ns,
         } = &mut *shared;
+        let now = *clock_ns;
         if let Reader::Expression { token, attrs } = reader {
             let answer = host::call_foreign("expr_evaluate", &token.to_le_bytes());
             if let Some(a) = answer.as_deref().ok().and_then(|b| Answer::parse(b, attrs)) {
