@@ -178,7 +178,7 @@ impl<'p, P: Properties + ?Sized> Lazy<'p, P> {
 
 /// Attributes Envoy answers from a request pseudo-header (`request.method` is `:method`,
 /// `request.host` is `:authority`): read from the header map, which is read anyway, they cost
-/// no host call of their own. Each call costs 2 to 4 µs in Envoy 1.40's V8.
+/// no host call of their own (an answered read costs 2.4 to 4.6 µs in Envoy 1.40's V8).
 const PSEUDO: [(Attr, &str); 2] = [(Attr::Method, ":method"), (Attr::Host, ":authority")];
 
 /// The request header an attribute is read from in the header map, if any.
