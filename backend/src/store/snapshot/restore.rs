@@ -209,8 +209,8 @@ pub fn restore(path: &Path, limits: Limits) -> Result<Restored, SnapshotError> {
     })
 }
 
-/// Every complete frame after the file header. A frame cut short ends the list there, and
-/// the missing footer is then reported as [`SnapshotError::Truncated`].
+/// Every complete frame after the file header. A frame cut short or of zero length ends the
+/// list there, and the missing footer is then reported as [`SnapshotError::Truncated`].
 fn locate(file: &File, size: u64) -> Result<Vec<Span>, SnapshotError> {
     let mut spans = Vec::new();
     let mut at = 12u64;
@@ -218,7 +218,9 @@ fn locate(file: &File, size: u64) -> Result<Vec<Span>, SnapshotError> {
     while at + 8 <= size {
         file.read_exact_at(&mut head, at)?;
         let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
-        if at + 8 + len > size {
+        // A stored frame holds at least its kind byte: a zero length is a zero-filled tail
+        // (a crash on some filesystems), which would otherwise list a frame per 8 bytes.
+        if len == 0 || at + 8 + len > size {
             break;
         }
         spans.push(Span {

@@ -272,3 +272,21 @@ fn a_large_frame_is_compressed_only_when_its_series_compress() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_zero_filled_tail_is_an_incomplete_file_found_at_its_first_zero_frame() {
+    let path = std::env::temp_dir().join(format!("waggle-snap-zeros-{}.wgs", std::process::id()));
+    let s = sample_store();
+    let _ = write(&s, &path, 20);
+    let bytes = std::fs::read(&path).unwrap();
+    // Keep the header frame, then a megabyte of zeros where the slices were.
+    let first = 12 + 8 + u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut torn = bytes[..first].to_vec();
+    torn.resize(first + (1 << 20), 0);
+    std::fs::write(&path, &torn).unwrap();
+    assert!(matches!(
+        restore(&path, Limits::default()),
+        Err(SnapshotError::Truncated(1))
+    ));
+    let _ = std::fs::remove_file(&path);
+}
