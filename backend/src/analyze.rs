@@ -6,6 +6,7 @@ pub mod canary;
 pub mod manifest;
 pub mod provider;
 pub mod template;
+mod units;
 
 pub use canary::{Analysis, Decision, Iteration, Options, Outcome};
 pub use manifest::Manifests;

@@ -310,17 +310,7 @@ impl ServeArgs {
                 reason: "is empty".into(),
             });
         }
-        let mut families = families::builtin();
-        for f in &file.families {
-            let built = f.build()?;
-            if families.iter().any(|x| x.name == built.name) {
-                return Err(ConfigError::Invalid {
-                    field: "families",
-                    reason: format!("{:?} is defined twice", built.name),
-                });
-            }
-            families.push(built);
-        }
+        let families = families::with_configured(families::builtin(), &file.families)?;
         let log_format = self
             .log_format
             .clone()
@@ -498,12 +488,33 @@ mod tests {
         }
         std::fs::write(&path, "retension = \"2h\"\n").unwrap();
         let e = ServeArgs {
-            config: Some(path),
+            config: Some(path.clone()),
             ..ServeArgs::default()
         }
         .resolve()
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `retension`"), "{e}");
+        // A built-in family is redefined only when the file says so.
+        let redefine = "[[families]]\nname = \"envoy_cluster_upstream_rq\"\nkind = \"counter\"\nmesh = \"kuma\"\nlabels = { svc = \"local_service\" }\n";
+        let file = |extra: &str| {
+            std::fs::write(&path, format!("{redefine}{extra}")).unwrap();
+            ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        let e = file("").unwrap_err().to_string();
+        assert!(
+            e.contains("\"envoy_cluster_upstream_rq\": is defined twice"),
+            "{e}"
+        );
+        let s = file("replace = true\n").unwrap();
+        assert_eq!(s.families.len(), families::builtin().len());
+        assert!(s
+            .families
+            .iter()
+            .any(|f| f.name == "envoy_cluster_upstream_rq" && f.labels.len() == 1));
     }
 }

@@ -5,7 +5,13 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use waggle_wire::{Batch, Key, Protocol, Reporter};
+use waggle_wire::{Batch, Key, MeshKind, Protocol, Reporter};
+
+mod builtin;
+mod config;
+
+pub use builtin::{builtin, DEFAULT_BUCKETS, ENVOY_BUCKETS, ISTIO_LABELS};
+pub use config::{with_configured, FamilyConfig, FamilyError};
 
 /// Where a label's value comes from. `source_*`/`destination_*` resolve to the local or the
 /// peer workload depending on the reporter, as Istio's stats filter does.
@@ -38,11 +44,25 @@ pub enum Field {
     ConnectionSecurityPolicy,
     Method,
     UpstreamCluster,
+    /// The upstream cluster as Envoy's stats name it (`:` becomes `_`, so Kuma's local
+    /// `localhost:9898` is `localhost_9898`).
+    UpstreamClusterStatName,
     MeshId,
+    /// Which mesh's sidecar reported: `istio` or `kuma`.
+    Mesh,
+    /// The reporting sidecar's own service: inbound, the service the request came in for;
+    /// outbound, the sidecar's canonical service (Kuma: its `kuma.io/service`).
+    LocalService,
+    LocalWorkload,
+    LocalNamespace,
+    /// The reporting sidecar's cluster: Istio's cluster id, Kuma's zone.
+    LocalCluster,
+    /// The reporting sidecar's Kuma dataplane name: `<pod>.<namespace>` on Kubernetes.
+    Dataplane,
 }
 
 /// Field names as configuration spells them (Istio's label names where there is one).
-pub const FIELDS: [(&str, Field); 28] = [
+pub const FIELDS: [(&str, Field); 35] = [
     ("reporter", Field::Reporter),
     ("source_workload", Field::SourceWorkload),
     ("source_workload_namespace", Field::SourceNamespace),
@@ -85,7 +105,14 @@ pub const FIELDS: [(&str, Field); 28] = [
     ),
     ("method", Field::Method),
     ("upstream_cluster", Field::UpstreamCluster),
+    ("upstream_cluster_stat_name", Field::UpstreamClusterStatName),
     ("mesh_id", Field::MeshId),
+    ("mesh_kind", Field::Mesh),
+    ("local_service", Field::LocalService),
+    ("local_workload", Field::LocalWorkload),
+    ("local_namespace", Field::LocalNamespace),
+    ("local_cluster", Field::LocalCluster),
+    ("dataplane", Field::Dataplane),
 ];
 
 impl Field {
@@ -165,7 +192,33 @@ impl Field {
             }),
             Method => s(key.method),
             UpstreamCluster => s(key.upstream_cluster),
+            UpstreamClusterStatName => {
+                let c = batch.str(key.upstream_cluster);
+                if c.contains(':') {
+                    Cow::Owned(c.replace(':', "_"))
+                } else {
+                    Cow::Borrowed(c)
+                }
+            }
             MeshId => l(&batch.header.mesh_id),
+            Mesh => Cow::Borrowed(batch.header.mesh.as_str()),
+            LocalService => {
+                if dest {
+                    s(key.service.name)
+                } else {
+                    l(&local.canonical_service)
+                }
+            }
+            LocalWorkload => l(&local.workload),
+            LocalNamespace => l(&local.namespace),
+            LocalCluster => l(&local.cluster),
+            Dataplane => {
+                if local.namespace == "unknown" {
+                    l(&local.workload)
+                } else {
+                    Cow::Owned(format!("{}.{}", local.workload, local.namespace))
+                }
+            }
         }
     }
 }
@@ -224,231 +277,16 @@ pub struct Family {
     pub kind: Kind,
     pub measure: Measure,
     pub labels: Vec<(String, Field)>,
-    /// Only events of this reporter (e.g. Envoy cluster stats come from the client side).
+    /// Only events of this reporter (e.g. Istio's Envoy cluster stats come from the client side).
     pub reporter: Option<Reporter>,
+    /// Only events from this mesh's sidecars (e.g. Kuma labels its cluster stats its own way).
+    pub mesh: Option<MeshKind>,
 }
 
-/// Envoy's default histogram buckets, which Istio's duration and size histograms use (ms).
-pub const ENVOY_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// The Prometheus client libraries' default buckets (seconds).
-pub const DEFAULT_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Istio's standard label set, in its emission order.
-pub const ISTIO_LABELS: [&str; 25] = [
-    "reporter",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "source_workload_namespace",
-    "source_principal",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_app",
-    "destination_version",
-    "destination_service",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_cluster",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-    "connection_security_policy",
-];
-
-fn labels(pairs: &[(&str, &str)]) -> Vec<(String, Field)> {
-    pairs
-        .iter()
-        .filter_map(|(label, field)| Field::parse(field).map(|f| (label.to_string(), f)))
-        .collect()
-}
-
-fn istio_labels() -> Vec<(String, Field)> {
-    labels(&ISTIO_LABELS.map(|l| (l, l)))
-}
-
-/// The built-in families.
-pub fn builtin() -> Vec<Family> {
-    let hist =
-        |name: &str, measure, buckets: &[f64], labels: Vec<(String, Field)>, reporter| Family {
-            name: name.into(),
-            kind: Kind::Histogram(buckets.to_vec()),
-            measure,
-            labels,
-            reporter,
-        };
-    let counter = |name: &str, labels: Vec<(String, Field)>, reporter| Family {
-        name: name.into(),
-        kind: Kind::Counter,
-        measure: Measure::Requests,
-        labels,
-        reporter,
-    };
-    let cluster = labels(&[("envoy_cluster_name", "upstream_cluster")]);
-    let http = labels(&[
-        ("service", "destination_canonical_service"),
-        ("namespace", "destination_workload_namespace"),
-        ("workload", "destination_workload"),
-        ("code", "response_code"),
-        ("method", "method"),
-    ]);
-    vec![
-        counter("istio_requests_total", istio_labels(), None),
-        hist(
-            "istio_request_duration_milliseconds",
-            Measure::DurationMs,
-            &ENVOY_BUCKETS,
-            istio_labels(),
-            None,
-        ),
-        hist(
-            "istio_request_bytes",
-            Measure::RequestBytes,
-            &ENVOY_BUCKETS,
-            istio_labels(),
-            None,
-        ),
-        hist(
-            "istio_response_bytes",
-            Measure::ResponseBytes,
-            &ENVOY_BUCKETS,
-            istio_labels(),
-            None,
-        ),
-        counter(
-            "envoy_cluster_upstream_rq",
-            labels(&[
-                ("envoy_cluster_name", "upstream_cluster"),
-                ("envoy_response_code", "response_code"),
-            ]),
-            Some(Reporter::Source),
-        ),
-        counter(
-            "envoy_cluster_upstream_rq_total",
-            cluster.clone(),
-            Some(Reporter::Source),
-        ),
-        hist(
-            "envoy_cluster_upstream_rq_time",
-            Measure::DurationMs,
-            &ENVOY_BUCKETS,
-            cluster,
-            Some(Reporter::Source),
-        ),
-        counter(
-            "http_requests_total",
-            http.clone(),
-            Some(Reporter::Destination),
-        ),
-        hist(
-            "http_request_duration_seconds",
-            Measure::DurationSeconds,
-            &DEFAULT_BUCKETS,
-            http,
-            Some(Reporter::Destination),
-        ),
-    ]
-}
-
-/// A family as configuration declares it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FamilyConfig {
-    pub name: String,
-    /// `counter` or `histogram`.
-    pub kind: String,
-    #[serde(default = "requests")]
-    pub measure: Measure,
-    #[serde(default)]
-    pub buckets: Vec<f64>,
-    /// Only `source` or `destination` events.
-    pub reporter: Option<String>,
-    /// Label name → field name (see [`FIELDS`]).
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-fn requests() -> Measure {
-    Measure::Requests
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("metric family {family:?}: {reason}")]
-pub struct FamilyError {
-    pub family: String,
-    pub reason: String,
-}
-
-impl FamilyConfig {
-    pub fn build(&self) -> Result<Family, FamilyError> {
-        let err = |reason: String| FamilyError {
-            family: self.name.clone(),
-            reason,
-        };
-        if !is_metric_name(&self.name) {
-            return Err(err("is not a valid metric name".into()));
-        }
-        let kind = match self.kind.as_str() {
-            "counter" => Kind::Counter,
-            "histogram" => {
-                if self.buckets.is_empty()
-                    || self.buckets.windows(2).any(|w| w[0] >= w[1])
-                    || self.buckets.iter().any(|b| !b.is_finite())
-                {
-                    return Err(err(
-                        "histogram buckets must be finite, ascending and non-empty".into(),
-                    ));
-                }
-                Kind::Histogram(self.buckets.clone())
-            }
-            other => {
-                return Err(err(format!(
-                    "kind {other:?} is neither \"counter\" nor \"histogram\""
-                )))
-            }
-        };
-        let reporter = match self.reporter.as_deref() {
-            None => None,
-            Some("source") => Some(Reporter::Source),
-            Some("destination") => Some(Reporter::Destination),
-            Some(other) => {
-                return Err(err(format!(
-                    "reporter {other:?} is neither \"source\" nor \"destination\""
-                )))
-            }
-        };
-        let mut labels = Vec::new();
-        for (label, field) in &self.labels {
-            if !is_label_name(label) || label.starts_with("__") {
-                return Err(err(format!("{label:?} is not a valid label name")));
-            }
-            let f = Field::parse(field).ok_or_else(|| {
-                let known: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-                err(format!(
-                    "label {label:?}: unknown field {field:?}; known fields: {}",
-                    known.join(", ")
-                ))
-            })?;
-            labels.push((label.clone(), f));
-        }
-        Ok(Family {
-            name: self.name.clone(),
-            kind,
-            measure: self.measure,
-            labels,
-            reporter,
-        })
+impl Family {
+    /// Whether events of this reporter, from this mesh's sidecars, feed the family.
+    pub fn takes(&self, reporter: Reporter, mesh: MeshKind) -> bool {
+        self.reporter.is_none_or(|r| r == reporter) && self.mesh.is_none_or(|m| m == mesh)
     }
 }
 
@@ -482,14 +320,6 @@ mod tests {
     use waggle_wire::sample;
 
     #[test]
-    fn every_istio_label_is_a_field() {
-        for l in ISTIO_LABELS {
-            assert!(Field::parse(l).is_some(), "{l}");
-        }
-        assert_eq!(istio_labels().len(), 25);
-    }
-
-    #[test]
     fn fields_resolve_by_reporter() {
         let mut b = waggle_wire::BatchBuilder::new();
         let mut inbound = sample::inbound(1, 3, false).remove(0);
@@ -518,58 +348,6 @@ mod tests {
         );
         assert_eq!(Field::Reporter.value(&batch, dest), "destination");
         assert_eq!(Field::GrpcResponseStatus.value(&batch, dest), "");
-    }
-
-    #[test]
-    fn configured_families_are_validated() {
-        let ok: FamilyConfig = toml::from_str(
-            r#"name = "checkout_requests_total"
-               kind = "counter"
-               reporter = "destination"
-               labels = { service = "destination_canonical_service", code = "response_code" }"#,
-        )
-        .unwrap();
-        let f = ok.build().unwrap();
-        assert_eq!(f.labels.len(), 2);
-        let cases = [
-            (
-                r#"name = "1bad"
-                kind = "counter"
-                labels = {}"#,
-                "not a valid metric name",
-            ),
-            (
-                r#"name = "x"
-                kind = "gauge"
-                labels = {}"#,
-                "kind \"gauge\"",
-            ),
-            (
-                r#"name = "x"
-                kind = "histogram"
-                buckets = [2.0, 1.0]
-                labels = {}"#,
-                "ascending",
-            ),
-            (
-                r#"name = "x"
-                kind = "counter"
-                labels = { a = "nope" }"#,
-                "unknown field \"nope\"",
-            ),
-            (
-                r#"name = "x"
-                kind = "counter"
-                reporter = "both"
-                labels = {}"#,
-                "reporter \"both\"",
-            ),
-        ];
-        for (src, want) in cases {
-            let cfg: FamilyConfig = toml::from_str(src).unwrap();
-            let e = cfg.build().unwrap_err().to_string();
-            assert!(e.contains(want), "{e}");
-        }
     }
 
     #[test]

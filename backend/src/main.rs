@@ -47,6 +47,10 @@ struct AnalyzeArgs {
     /// Send every prometheus MetricTemplate's query to --metrics-server, not its own address.
     #[arg(long)]
     templates_use_metrics_server: bool,
+    /// Flagger's -mesh-provider: picks the observer whose built-in queries request-success-rate
+    /// and request-duration run (istio, kuma); a Canary's spec.provider wins.
+    #[arg(long, env = "WAGGLE_MESH_PROVIDER", default_value = "istio")]
+    mesh_provider: String,
     /// Run the checks once, print values and queries, and exit (0 when all pass).
     #[arg(long)]
     once: bool,
@@ -73,6 +77,7 @@ fn analyze(a: AnalyzeArgs) -> Result<std::process::ExitCode, String> {
         metrics_server: a.metrics_server.clone(),
         templates_use_metrics_server: a.templates_use_metrics_server,
         interval,
+        mesh_provider: a.mesh_provider.clone(),
     };
     let mut analysis = Analysis::new(&m, a.canary.as_deref(), &opts).map_err(|e| e.to_string())?;
     if a.once {
@@ -158,8 +163,22 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
+/// Flagger's flags are Go's, single-dashed (`-mesh-provider kuma`): accept them as written.
+fn go_flags(args: impl Iterator<Item = String>) -> Vec<String> {
+    const GO: [&str; 2] = ["-mesh-provider", "-metrics-server"];
+    args.map(|a| {
+        let name = a.split('=').next().unwrap_or_default();
+        if GO.contains(&name) {
+            format!("-{a}")
+        } else {
+            a
+        }
+    })
+    .collect()
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(go_flags(std::env::args()));
     match cli.command {
         Command::Analyze(a) => match analyze(a) {
             Ok(code) => code,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use waggle_wire::{Batch, Key};
+use waggle_wire::{Batch, Key, MeshKind};
 
 use crate::families::{le, Family, Kind, Measure};
 use crate::store::{self, Refused, SeriesId, Store};
@@ -167,7 +167,7 @@ impl Mesh {
     fn wanted(&self, batch: &Batch, key: &Key) -> Vec<Wanted<'_>> {
         let mut out = Vec::new();
         for family in &self.families {
-            if family.reporter.is_some_and(|r| r != key.reporter) {
+            if !family.takes(key.reporter, batch.header.mesh) {
                 continue;
             }
             let base: Vec<(&str, String)> = family
@@ -195,12 +195,12 @@ impl Mesh {
     }
 
     /// Turns resolved ids (in [`Mesh::wanted`]'s order) into the shape's plan.
-    fn build(&self, key: &Key, ids: &[Result<SeriesId, Refused>]) -> Plan {
+    fn build(&self, key: &Key, mesh: MeshKind, ids: &[Result<SeriesId, Refused>]) -> Plan {
         let mut ids = ids.iter().map(|r| r.as_ref().ok().copied());
         let mut next = || ids.next().flatten();
         let mut targets = Vec::new();
         for (family_idx, (family, bounds)) in self.families.iter().zip(&self.bounds).enumerate() {
-            if family.reporter.is_some_and(|r| r != key.reporter) {
+            if !family.takes(key.reporter, mesh) {
                 continue;
             }
             match &family.kind {
@@ -254,7 +254,8 @@ impl Mesh {
             .map(|key| {
                 // The identity of a shape is every field value any family uses. Hash them
                 // without allocating; compare in full only on a hash hit.
-                let values: [std::borrow::Cow<'_, str>; 28] =
+                // The mesh is one of them: it decides which families a shape feeds.
+                let values: [std::borrow::Cow<'_, str>; crate::families::FIELDS.len()] =
                     crate::families::FIELDS.map(|(_, f)| f.value(batch, key));
                 let mut h = rustc_hash::FxHasher::default();
                 values
@@ -277,7 +278,7 @@ impl Mesh {
                     .iter()
                     .filter(|r| matches!(r, Err(Refused::SeriesLimit(_))))
                     .count() as u64;
-                let plan = self.build(key, &ids);
+                let plan = self.build(key, batch.header.mesh, &ids);
                 let owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
                 self.plans
                     .entry(hash)

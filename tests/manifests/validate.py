@@ -1,5 +1,5 @@
 """Validates every object waggle ships for Kubernetes against the real schemas: core kinds with
-kubernetes-validate (strict), Istio and Flagger kinds against the openAPIV3Schema of their
+kubernetes-validate (strict), Istio, Kuma and Flagger kinds against the openAPIV3Schema of their
 upstream CRDs (tests/crds/), PrometheusRule groups with promtool. Exits non-zero naming each
 failure.
 
@@ -21,7 +21,7 @@ K8S_VERSION = "1.31"
 
 def crd_schemas():
     schemas = {}
-    for name in ("istio.yaml", "flagger.yaml"):
+    for name in ("istio.yaml", "flagger.yaml", "kuma.yaml"):
         with open(os.path.join(HERE, "..", "crds", name)) as f:
             for crd in yaml.safe_load_all(f):
                 if not crd:

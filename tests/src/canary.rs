@@ -27,6 +27,9 @@ pub struct Behaviour {
     pub error_percent: AtomicU32,
     /// Added to every answer.
     pub delay_ms: AtomicU32,
+    /// Of every 100 requests, this many are slow: `slow_ms` more (a tail, spread evenly).
+    pub slow_percent: AtomicU32,
+    pub slow_ms: AtomicU32,
     served: AtomicU64,
 }
 
@@ -37,9 +40,18 @@ pub fn podinfo(b: Arc<Behaviour>) -> Result<Server> {
         let p = u64::from(b.error_percent.load(Relaxed));
         // Error diffusion: exactly p of every 100, spread out (20% fails every fifth).
         let fail = (n + 1) * p / 100 > n * p / 100;
+        // Offset so the slow requests are not the failing ones.
+        let s = u64::from(b.slow_percent.load(Relaxed));
+        let m = n + 50;
+        let slow = (m + 1) * s / 100 > m * s / 100;
+        let tail = if slow {
+            u64::from(b.slow_ms.load(Relaxed))
+        } else {
+            0
+        };
         Reply {
             status: if fail { 500 } else { 200 },
-            delay: Duration::from_millis(u64::from(b.delay_ms.load(Relaxed)) + 2 + n % 4),
+            delay: Duration::from_millis(u64::from(b.delay_ms.load(Relaxed)) + 2 + n % 4 + tail),
             body: BODY.into(),
             hang_up: false,
             headers: Vec::new(),
@@ -51,6 +63,8 @@ pub fn podinfo(b: Arc<Behaviour>) -> Result<Server> {
 #[derive(Debug, Clone)]
 pub enum Runtime {
     Envoy(PathBuf),
+    /// Envoy with sidecars shaped as Kuma dataplanes ([`crate::kuma`]).
+    Kuma(PathBuf),
     /// The wasmtime proxy-wasm host, fed each request's attributes after it completes.
     Wasmtime,
 }
@@ -130,6 +144,21 @@ impl Side {
                 Proxy::Envoy {
                     envoy,
                     port: spec.listen_port,
+                }
+            }
+            Runtime::Kuma(bin) => {
+                let dp = kuma_dataplane(
+                    workload,
+                    version,
+                    app.port(),
+                    ingest_port,
+                    wasm,
+                    plugin_config,
+                );
+                let envoy = Envoy::start(bin, &dp.bootstrap(), dp.admin_port)?;
+                Proxy::Envoy {
+                    envoy,
+                    port: dp.listen_port,
                 }
             }
             Runtime::Wasmtime => {
@@ -216,6 +245,39 @@ impl Side {
             Proxy::Envoy { envoy, .. } => envoy.log_text(),
             Proxy::Wasm { .. } => String::new(),
         }
+    }
+}
+
+/// A Kuma dataplane for a Flagger workload: the primary Deployment `<target>-primary` is behind
+/// the Service of the same name, the canary Deployment `<target>` behind `<target>-canary`.
+pub fn kuma_dataplane(
+    workload: &str,
+    version: &str,
+    app_port: u16,
+    ingest_port: u16,
+    wasm: &Path,
+    plugin_config: &str,
+) -> crate::kuma::Dataplane {
+    let service = if workload.ends_with("-primary") {
+        workload.to_owned()
+    } else {
+        format!("{workload}-canary")
+    };
+    crate::kuma::Dataplane {
+        mesh: "default".into(),
+        pod: format!("{workload}-7d9f8b6c5-{}", &version.replace('.', "")),
+        namespace: NAMESPACE.into(),
+        service: crate::kuma::service_tag(&service, NAMESPACE, 9898),
+        zone: "zone-1".into(),
+        app: workload.into(),
+        version: version.into(),
+        listen_port: envoy::free_port(),
+        app_port,
+        admin_port: envoy::free_port(),
+        ingest_port,
+        outbound: Vec::new(),
+        wasm: wasm.to_path_buf(),
+        plugin_config: plugin_config.into(),
     }
 }
 

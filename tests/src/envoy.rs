@@ -78,7 +78,7 @@ pub const INGEST_CLUSTER: &str = "outbound|9091||waggle.waggle-system.svc.cluste
 /// The mirror filter's cluster.
 pub const MIRROR_CLUSTER: &str = "outbound|9091||waggle-reference.waggle-system.svc.cluster.local";
 
-fn static_cluster(name: &str, port: u16, metadata: Value) -> Value {
+pub fn static_cluster(name: &str, port: u16, metadata: Value) -> Value {
     static_cluster_of(name, &[port], metadata)
 }
 
@@ -112,10 +112,7 @@ impl Sidecar {
             f["typed_config"]["config"]["vm_config"]["vm_id"] = json!("mirror");
             filters.push(f);
         }
-        filters.push(
-            json!({"name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
-        );
+        filters.push(router());
         Value::Array(filters)
     }
 
@@ -184,9 +181,15 @@ impl Sidecar {
     }
 }
 
+/// Envoy's router, the last HTTP filter of every chain.
+pub fn router() -> Value {
+    json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+}
+
 /// The HTTP filter entry that loads `wasm` in V8 with this plugin configuration, as a
 /// WasmPlugin does.
-fn wasm_filter(wasm: &Path, plugin_config: &str) -> Value {
+pub fn wasm_filter(wasm: &Path, plugin_config: &str) -> Value {
     json!({
         "name": "waggle",
         "typed_config": {

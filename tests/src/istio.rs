@@ -73,6 +73,8 @@ pub struct Request {
     pub upstream_address: Option<String>,
     pub headers: Vec<(String, String)>,
     pub path: String,
+    /// More properties, as (path, raw value): e.g. a Kuma listener's metadata.
+    pub extra: Vec<(Vec<String>, Vec<u8>)>,
 }
 
 impl Default for Request {
@@ -112,6 +114,7 @@ impl Default for Request {
             upstream_address: None,
             headers: vec![],
             path: "/reviews/1?user=42".into(),
+            extra: vec![],
         }
     }
 }
@@ -206,6 +209,7 @@ impl Request {
         for (k, v) in self.header_map() {
             put(&["request", "headers", k], v.as_bytes().to_vec());
         }
+        out.extend(self.extra.iter().cloned());
         out
     }
 

@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod honeycomb;
 pub mod host;
 pub mod istio;
+pub mod kuma;
 pub mod process;
 pub mod prom;
 pub mod receiver;

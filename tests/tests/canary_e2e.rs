@@ -87,6 +87,7 @@ impl Rig {
             metrics_server: self.base(),
             templates_use_metrics_server: false,
             interval: Some(Duration::from_secs(3)),
+            mesh_provider: "istio".into(),
         };
         let mut a = Analysis::new(&m, None, &opts).unwrap();
         let mut out = Vec::new();

@@ -56,10 +56,62 @@ fn every_plugin_config_parses_without_warnings() {
         }
     }
     assert_eq!(seen, 2, "the namespaced and the mesh-wide WasmPlugin");
+    // Kuma: the configuration inside each MeshProxyPatch's filter, addressed to the cluster
+    // Kuma names the backend's ingest port by.
+    let mut patches = 0;
+    for f in yaml_files("kuma") {
+        for d in docs(&f) {
+            if d["kind"].as_str() != Some("MeshProxyPatch") {
+                continue;
+            }
+            let value = d["spec"]["default"]["appendModifications"][0]["httpFilter"]["value"]
+                .as_str()
+                .unwrap();
+            let filter: serde_yaml::Value = serde_yaml::from_str(value).unwrap();
+            let config = filter["typedConfig"]["config"]["configuration"]["value"]
+                .as_str()
+                .unwrap();
+            let parsed = waggle_filter::config::Config::parse(config.as_bytes())
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert_eq!(parsed.warnings, Vec::<String>::new(), "{}", f.display());
+            assert_eq!(parsed.config.cluster, waggle_tests::kuma::INGEST_CLUSTER);
+            patches += 1;
+        }
+    }
+    assert_eq!(patches, 2, "inbound and outbound MeshProxyPatch");
 }
 
 #[test]
 fn every_canary_renders_with_the_shipped_templates_into_valid_promql() {
+    let kuma_templates =
+        std::fs::read_to_string(root().join("kuma/metric-templates.yaml")).unwrap();
+    let mut kuma = 0;
+    for f in yaml_files("kuma/examples") {
+        let mut m = Manifests::default();
+        m.add_yaml("metric-templates.yaml", &kuma_templates)
+            .unwrap();
+        m.add_yaml(
+            &f.display().to_string(),
+            &std::fs::read_to_string(&f).unwrap(),
+        )
+        .unwrap();
+        if m.canaries.is_empty() {
+            continue;
+        }
+        let opts = Options {
+            metrics_server: "http://127.0.0.1:9".into(),
+            templates_use_metrics_server: false,
+            interval: None,
+            mesh_provider: "kuma".into(),
+        };
+        let a = Analysis::new(&m, None, &opts).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for (_, q) in a.queries() {
+            assert!(q.contains("podinfo-canary_test_svc_"), "{q}");
+            parses(&q);
+        }
+        kuma += 1;
+    }
+    assert_eq!(kuma, 2, "the built-in and the template Kuma canaries");
     let templates = std::fs::read_to_string(root().join("istio/metric-templates.yaml")).unwrap();
     let mut canaries = 0;
     for f in yaml_files("istio/examples") {
@@ -74,6 +126,7 @@ fn every_canary_renders_with_the_shipped_templates_into_valid_promql() {
             metrics_server: "http://127.0.0.1:9".into(),
             templates_use_metrics_server: false,
             interval: None,
+            mesh_provider: "istio".into(),
         };
         let a = Analysis::new(&m, None, &opts).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for (name, q) in a.queries() {

@@ -8,7 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use log::{error, info, warn};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use waggle_wire::MeshKind;
 
 use crate::attributes::{self, Answer, Attr, Lazy};
 use crate::config::Config;
@@ -255,8 +256,14 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let kuma = self.recorder.as_ref().is_some_and(|r| {
+            r.try_borrow()
+                .is_ok_and(|s| s.recorder.local.mesh == MeshKind::Kuma)
+        });
         Some(Box::new(Request {
             recorder: self.recorder.clone(),
+            kuma,
+            tags_header: None,
         }))
     }
 
@@ -267,11 +274,23 @@ impl RootContext for Root {
 
 struct Request {
     recorder: Option<Rc<RefCell<Shared>>>,
+    /// A Kuma sidecar: the caller's tags header is kept before the router removes it.
+    kuma: bool,
+    tags_header: Option<String>,
 }
 
 impl Context for Request {}
 
 impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        // One host call per request, on Kuma sidecars only: Kuma's inbound route removes
+        // `x-kuma-tags` before the request is logged, and it is the caller's only identity.
+        if self.kuma {
+            self.tags_header = self.get_http_request_header("x-kuma-tags");
+        }
+        Action::Continue
+    }
+
     fn on_log(&mut self) {
         let Some(recorder) = &self.recorder else {
             return;
@@ -289,7 +308,7 @@ impl HttpContext for Request {
         if let Reader::Expression { token, attrs } = reader {
             let answer = host::call_foreign("expr_evaluate", &token.to_le_bytes());
             if let Some(a) = answer.as_deref().ok().and_then(|b| Answer::parse(b, attrs)) {
-                recorder.record(&a, &Host, now);
+                recorder.record(&a, &Host, now, self.tags_header.as_deref());
                 return;
             }
             if !*evaluation_failed {
@@ -297,6 +316,6 @@ impl HttpContext for Request {
                 warn!("waggle: evaluating the attribute expression failed ({:?}); this request's attributes are read one at a time (logged once)", answer.err());
             }
         }
-        recorder.record(&Lazy::new(&Host), &Host, now);
+        recorder.record(&Lazy::new(&Host), &Host, now, self.tags_header.as_deref());
     }
 }

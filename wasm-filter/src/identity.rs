@@ -1,9 +1,11 @@
 //! Who is talking to whom: local identity from node metadata, the peer's from Istio's
 //! metadata exchange, principals, and the destination service.
 
-use waggle_wire::{Reporter, Service, Workload};
+use waggle_wire::{MeshKind, Reporter, Service, Workload};
 
+use crate::kuma::{self, Tags};
 use crate::properties::{Properties, PropertiesExt, UNKNOWN};
+use crate::sources::{self, Lookup, Side, Source};
 
 /// The other side and the principals: fixed for a connection inbound, for an endpoint outbound.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -13,115 +15,177 @@ pub struct Peer {
     pub peer_principal: String,
 }
 
+/// What the request already told about its peer, besides the proxy's attributes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    /// The request's cluster: Kuma names an outbound cluster after its destination.
+    pub cluster: Option<&'a str>,
+    /// Kuma: the caller's `x-kuma-tags`, kept from the request headers (the inbound route
+    /// removes the header before the request is logged).
+    pub tags_header: Option<&'a str>,
+}
+
 /// Reads the peer's identity and the principals from the proxy.
-pub fn read_peer(p: &impl Properties, reporter: Reporter) -> Peer {
+pub fn read_peer(
+    p: &impl Properties,
+    reporter: Reporter,
+    mesh: MeshKind,
+    hints: Hints<'_>,
+) -> Peer {
     let (local_principal, peer_principal) = principals(p, reporter);
     Peer {
-        workload: peer(p, reporter),
+        workload: peer(p, reporter, mesh, hints),
         local_principal,
         peer_principal,
     }
 }
 
-/// The sidecar's own identity, read once per VM.
+/// The sidecar's own identity, read once per VM (and again once a Kuma inbound listener
+/// showed its tags).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Local {
     pub workload: Workload,
     pub mesh_id: String,
+    pub mesh: MeshKind,
 }
 
-/// Node metadata, at the `xds` path of Envoy 1.33 and later or the older top-level path.
-fn node_meta(p: &impl Properties, key: &[&str]) -> Option<String> {
-    let mut path = vec!["xds", "node", "metadata"];
+/// A `node` attribute, at the `xds` path of Envoy 1.33 and later or the older top-level path.
+fn node(p: &impl Properties, key: &[&str]) -> Option<String> {
+    let mut path = vec!["xds", "node"];
     path.extend_from_slice(key);
     p.string(&path)
         .or_else(|| p.string(path.get(1..).unwrap_or_default()))
 }
 
-pub fn local(p: &impl Properties) -> Local {
-    let label = |k: &str| node_meta(p, &["LABELS", k]);
-    let workload = node_meta(p, &["WORKLOAD_NAME"]);
-    let app = label("app");
-    // Istio's injector sets the canonical labels; without them it falls back to app, then name.
-    let canonical_service = label("service.istio.io/canonical-name")
-        .or_else(|| app.clone())
-        .or_else(|| workload.clone());
-    let version = label("version");
-    let canonical_revision = label("service.istio.io/canonical-revision")
-        .or_else(|| version.clone())
-        .unwrap_or_else(|| "latest".to_owned());
-    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| UNKNOWN.to_owned());
-    Local {
-        workload: Workload {
-            workload: or_unknown(workload),
-            namespace: or_unknown(node_meta(p, &["NAMESPACE"])),
-            app: or_unknown(app),
-            version: or_unknown(version),
-            canonical_service: or_unknown(canonical_service),
-            canonical_revision,
-            cluster: or_unknown(node_meta(p, &["CLUSTER_ID"])),
-        },
-        mesh_id: or_unknown(node_meta(p, &["MESH_ID"])),
+fn node_meta(p: &impl Properties, key: &[&str]) -> Option<String> {
+    let mut path = vec!["metadata"];
+    path.extend_from_slice(key);
+    node(p, &path)
+}
+
+/// Which mesh's proxy this is, by what only kuma-dp puts in the node.
+pub fn mesh(p: &impl Properties) -> MeshKind {
+    if kuma::NODE_MARKERS.iter().any(|k| node_meta(p, k).is_some()) {
+        MeshKind::Kuma
+    } else {
+        MeshKind::Istio
     }
 }
 
-/// Field names of Istio's peer metadata (`WorkloadMetadataObject` and its Struct form).
-const PEER_FIELDS: [&str; 7] = [
-    "workload",
-    "namespace",
-    "app",
-    "version",
-    "service",
-    "revision",
-    "cluster",
-];
+/// What the local side's sources read from.
+struct Node<'a, P> {
+    p: &'a P,
+    id: Option<String>,
+    tags: Option<&'a Tags>,
+}
+
+impl<P: Properties> Lookup for Node<'_, P> {
+    fn lookup(&self, source: Source) -> Option<String> {
+        match source {
+            Source::Meta(key) => node_meta(self.p, key),
+            Source::NodeId(part) => kuma::id_part(self.id.as_deref()?, part).map(str::to_owned),
+            Source::NodeCluster => node(self.p, &["cluster"]),
+            Source::Tag(t) => self.tags?.get(t).map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+pub fn local(p: &impl Properties) -> Local {
+    local_with(p, None)
+}
+
+/// The local identity, completed with an inbound listener's Kuma tags when there are some.
+pub fn local_with(p: &impl Properties, tags: Option<&Tags>) -> Local {
+    let mesh = mesh(p);
+    let id = (mesh == MeshKind::Kuma).then(|| node(p, &["id"])).flatten();
+    let (workload, mesh_id) = sources::resolve(mesh, Side::Local, &Node { p, id, tags });
+    Local {
+        workload,
+        mesh_id,
+        mesh,
+    }
+}
+
+/// What the peer's sources read from.
+struct PeerOf<'a, P> {
+    p: &'a P,
+    /// Istio: the filter-state key holding the peer's metadata.
+    key: Option<&'a str>,
+    /// Istio, outbound: the endpoint's `istio.workload` metadata.
+    endpoint: Option<String>,
+    tags: Option<Tags>,
+    cluster: Option<&'a str>,
+}
+
+impl<P: Properties> Lookup for PeerOf<'_, P> {
+    fn lookup(&self, source: Source) -> Option<String> {
+        let owned = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        match source {
+            Source::Peer(f) => self.p.string(&["filter_state", self.key?, f]),
+            Source::Endpoint(i) => self
+                .endpoint
+                .as_deref()?
+                .split(';')
+                .nth(usize::from(i))
+                .and_then(owned),
+            Source::Tag(t) => self.tags.as_ref()?.get(t).map(str::to_owned),
+            Source::ClusterService => self.cluster.map(kuma::cluster_service).and_then(owned),
+            Source::ClusterNamespace => self
+                .cluster
+                .map(kuma::cluster_service)
+                .and_then(kuma::service_namespace)
+                .and_then(owned),
+            _ => None,
+        }
+    }
+}
 
 /// The peer: the caller on an inbound listener, the callee on an outbound one.
-pub fn peer(p: &impl Properties, reporter: Reporter) -> Workload {
-    let key = match reporter {
-        Reporter::Destination => "downstream_peer",
-        Reporter::Source => "upstream_peer",
+pub fn peer(p: &impl Properties, reporter: Reporter, mesh: MeshKind, hints: Hints<'_>) -> Workload {
+    let mut from = PeerOf {
+        p,
+        key: None,
+        endpoint: None,
+        tags: None,
+        cluster: None,
     };
-    // Newest proxies expose `<key>_obj` with field support; 2024-2025 ones a Struct at `<key>`.
-    // Probe with the workload field so a missing peer costs two reads, not fourteen.
-    let obj = format!("{key}_obj");
-    for k in [obj.as_str(), key] {
-        if p.string(&["filter_state", k, "workload"]).is_some() {
-            let [w, n, a, v, s, r, c] = PEER_FIELDS.map(|f| p.string(&["filter_state", k, f]));
-            return peer_workload([w, n, a, v, s, r, c]);
+    match (mesh, reporter) {
+        (MeshKind::Kuma, Reporter::Destination) => {
+            from.tags = match hints.tags_header {
+                Some(h) => Some(Tags::from_header(h)),
+                None => p.string(&kuma::TAGS_HEADER).map(|h| Tags::from_header(&h)),
+            };
+        }
+        (MeshKind::Kuma, Reporter::Source) => from.cluster = hints.cluster,
+        (MeshKind::Istio, _) => {
+            let key = match reporter {
+                Reporter::Destination => "downstream_peer",
+                Reporter::Source => "upstream_peer",
+            };
+            // Newest proxies expose `<key>_obj` with field support; 2024-2025 ones a Struct at
+            // `<key>`. Probe with the workload field so a missing peer costs two reads.
+            let obj = match reporter {
+                Reporter::Destination => "downstream_peer_obj",
+                Reporter::Source => "upstream_peer_obj",
+            };
+            from.key = [obj, key]
+                .into_iter()
+                .find(|k| p.string(&["filter_state", k, "workload"]).is_some());
+            if from.key.is_none() && reporter == Reporter::Source {
+                // The client side knows the endpoint it picked, even when the peer sent no
+                // metadata: "workload;namespace;canonical-service;canonical-revision;cluster".
+                from.endpoint = p.string(&[
+                    "xds",
+                    "upstream_host_metadata",
+                    "filter_metadata",
+                    "istio",
+                    "workload",
+                ]);
+            }
         }
     }
-    if reporter == Reporter::Source {
-        // The client side knows the endpoint it picked, even when the peer sent no metadata:
-        // "workload;namespace;canonical-service;canonical-revision;cluster".
-        let path = [
-            "xds",
-            "upstream_host_metadata",
-            "filter_metadata",
-            "istio",
-            "workload",
-        ];
-        if let Some(s) = p.string(&path) {
-            let mut parts = s.split(';').map(|x| (!x.is_empty()).then(|| x.to_owned()));
-            let mut next = || parts.next().flatten();
-            let (w, n, s, r, c) = (next(), next(), next(), next(), next());
-            return peer_workload([w, n, None, None, s, r, c]);
-        }
-    }
-    peer_workload(Default::default())
-}
-
-fn peer_workload([w, n, a, v, s, r, c]: [Option<String>; 7]) -> Workload {
-    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| UNKNOWN.to_owned());
-    Workload {
-        workload: or_unknown(w),
-        namespace: or_unknown(n),
-        app: or_unknown(a),
-        version: or_unknown(v),
-        canonical_service: or_unknown(s),
-        canonical_revision: r.unwrap_or_else(|| "latest".to_owned()),
-        cluster: or_unknown(c),
-    }
+    sources::resolve(mesh, Side::Peer, &from).0
 }
 
 /// (local, peer) SPIFFE principals, `unknown` where the connection carries none.
@@ -269,7 +333,16 @@ mod tests {
     #[test]
     fn peer_from_struct_obj_endpoint_or_unknown() {
         let mut m = Map::default();
-        for (f, v) in PEER_FIELDS.iter().zip([
+        let fields = [
+            "workload",
+            "namespace",
+            "app",
+            "version",
+            "service",
+            "revision",
+            "cluster",
+        ];
+        for (f, v) in fields.iter().zip([
             "productpage-v1",
             "bookinfo",
             "productpage",
@@ -280,7 +353,7 @@ mod tests {
         ]) {
             m.set(&["filter_state", "downstream_peer", f], v);
         }
-        let w = peer(&m, Reporter::Destination);
+        let w = peer(&m, Reporter::Destination, MeshKind::Istio, Hints::default());
         assert_eq!(
             (
                 w.workload.as_str(),
@@ -290,7 +363,7 @@ mod tests {
             ("productpage-v1", "bookinfo", "K")
         );
         assert_eq!(
-            peer(&m, Reporter::Source).workload,
+            peer(&m, Reporter::Source, MeshKind::Istio, Hints::default()).workload,
             "unknown",
             "outbound reads upstream_peer"
         );
@@ -302,7 +375,7 @@ mod tests {
         )
         .set(&["filter_state", "upstream_peer", "workload"], "stale");
         assert_eq!(
-            peer(&m, Reporter::Source).workload,
+            peer(&m, Reporter::Source, MeshKind::Istio, Hints::default()).workload,
             "ratings-v1",
             "_obj wins"
         );
@@ -318,7 +391,7 @@ mod tests {
             ],
             "details-v1;bookinfo;details;v1;Kubernetes",
         );
-        let w = peer(&m, Reporter::Source);
+        let w = peer(&m, Reporter::Source, MeshKind::Istio, Hints::default());
         assert_eq!(
             (
                 w.workload.as_str(),
@@ -328,9 +401,157 @@ mod tests {
             ("details-v1", "details", "unknown")
         );
 
-        let w = peer(&Map::default(), Reporter::Destination);
+        let w = peer(
+            &Map::default(),
+            Reporter::Destination,
+            MeshKind::Istio,
+            Hints::default(),
+        );
         assert_eq!(w.workload, "unknown");
         assert_eq!(w.canonical_revision, "latest");
+    }
+
+    fn kuma_node(m: &mut Map) {
+        m.set(
+            &["xds", "node", "id"],
+            "default.podinfo-7d9f8b6c5-k2x4q.test",
+        )
+        .set(&["xds", "node", "cluster"], "podinfo-canary_test_svc_9898")
+        .set(
+            &["xds", "node", "metadata", "dataplane.proxyType"],
+            "dataplane",
+        );
+    }
+
+    #[test]
+    fn kuma_local_identity_from_the_node_then_the_inbound_tags() {
+        let mut m = Map::default();
+        kuma_node(&mut m);
+        let l = local(&m);
+        assert_eq!(l.mesh, MeshKind::Kuma);
+        assert_eq!(l.mesh_id, "default");
+        let w = &l.workload;
+        assert_eq!(
+            [
+                &w.workload,
+                &w.namespace,
+                &w.canonical_service,
+                &w.cluster,
+                &w.canonical_revision
+            ]
+            .map(String::as_str),
+            [
+                "podinfo-7d9f8b6c5-k2x4q",
+                "test",
+                "podinfo-canary_test_svc_9898",
+                "unknown",
+                "latest"
+            ]
+        );
+        let tags = Tags::from_header(
+            "&kuma.io/zone=zone-1&&version=v2&&app=podinfo&&kuma.io/service=other&",
+        );
+        let w = local_with(&m, Some(&tags)).workload;
+        assert_eq!(
+            [
+                &w.cluster,
+                &w.version,
+                &w.canonical_revision,
+                &w.app,
+                &w.canonical_service
+            ]
+            .map(String::as_str),
+            [
+                "zone-1",
+                "v2",
+                "v2",
+                "podinfo",
+                "podinfo-canary_test_svc_9898"
+            ],
+            "the node's cluster wins over a listener's service"
+        );
+        // Found at the pre-1.33 top-level path too, and by kuma-dp's version entry alone.
+        let mut m = Map::default();
+        m.set(&["node", "id"], "m.p.n").set(
+            &["node", "metadata", "version", "kumaDp", "version"],
+            "2.9.0",
+        );
+        let l = local(&m);
+        assert_eq!(
+            (l.mesh, l.mesh_id.as_str(), l.workload.namespace.as_str()),
+            (MeshKind::Kuma, "m", "n")
+        );
+        // An Istio node with a node id of the same shape is still Istio's.
+        let mut m = Map::default();
+        node(&mut m, &["xds"]);
+        m.set(&["xds", "node", "id"], "default.podinfo.test");
+        assert_eq!(local(&m).mesh, MeshKind::Istio);
+        assert_eq!(local(&m).workload.workload, "reviews-v2");
+    }
+
+    #[test]
+    fn kuma_peers_from_the_callers_tags_or_the_destination_cluster() {
+        let header = "&kuma.io/service=web_ns_svc_80&&kuma.io/zone=z2&&k8s.kuma.io/namespace=ns&";
+        let hints = Hints {
+            cluster: Some("localhost:9898"),
+            tags_header: Some(header),
+        };
+        let w = peer(
+            &Map::default(),
+            Reporter::Destination,
+            MeshKind::Kuma,
+            hints,
+        );
+        assert_eq!(
+            [&w.canonical_service, &w.cluster, &w.namespace, &w.workload].map(String::as_str),
+            ["web_ns_svc_80", "z2", "ns", "unknown"],
+            "inbound: the caller's tags, not the local cluster"
+        );
+        // Without a kept header, the request header property (where the proxy still has it).
+        let mut m = Map::default();
+        m.set(&kuma::TAGS_HEADER, header);
+        assert_eq!(
+            peer(&m, Reporter::Destination, MeshKind::Kuma, Hints::default()).cluster,
+            "z2"
+        );
+        let hints = Hints {
+            cluster: Some("backend_shop_svc_8080-0123456789abcdef"),
+            tags_header: Some(header),
+        };
+        let w = peer(&m, Reporter::Source, MeshKind::Kuma, hints);
+        assert_eq!(
+            [&w.canonical_service, &w.namespace, &w.cluster].map(String::as_str),
+            ["backend_shop_svc_8080", "shop", "unknown"],
+            "outbound: the destination cluster, never the header"
+        );
+        let w = peer(&m, Reporter::Source, MeshKind::Kuma, Hints::default());
+        assert_eq!(w.canonical_service, "unknown");
+    }
+
+    #[test]
+    fn cluster_service_reads_istio_services_metadata() {
+        let mut m = Map::default();
+        let inner = crate::metadata::encode_pairs(&[
+            (b"host", b"r.b.svc.cluster.local"),
+            (b"name", b"r"),
+            (b"namespace", b"b"),
+        ]);
+        m.set(
+            &[
+                "xds",
+                "cluster_metadata",
+                "filter_metadata",
+                "istio",
+                "services",
+            ],
+            crate::metadata::encode_pairs(&[(&inner, b"")]),
+        );
+        let s = cluster_service(&m).unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.name.as_str(), s.namespace.as_str()),
+            ("r.b.svc.cluster.local", "r", "b")
+        );
+        assert_eq!(cluster_service(&Map::default()), None);
     }
 
     #[test]
@@ -354,6 +575,7 @@ mod tests {
         let local = Local {
             workload: waggle_wire::sample::workload("reviews-v1", "bookinfo", "reviews", "v1"),
             mesh_id: "m".into(),
+            mesh: MeshKind::Istio,
         };
         let cases = [
             (

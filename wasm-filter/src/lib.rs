@@ -9,11 +9,13 @@ pub mod cache;
 pub mod config;
 pub mod flags;
 pub mod identity;
+pub mod kuma;
 pub mod metadata;
 pub mod outbox;
 pub mod properties;
 pub mod record;
 pub mod recorder;
+pub mod sources;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -93,6 +93,7 @@ impl Outbox {
                 dropped: 0,
                 local: local.workload,
                 mesh_id: local.mesh_id,
+                mesh: local.mesh,
             },
             builder: BatchBuilder::new(),
             opened_at_ms: 0,
@@ -105,6 +106,13 @@ impl Outbox {
             rng: vm_id | 1,
             stats: Stats::default(),
         }
+    }
+
+    /// The identity the next batches are sent under (the batch being built included).
+    pub fn set_local(&mut self, local: &Local) {
+        self.header.local = local.workload.clone();
+        self.header.mesh_id = local.mesh_id.clone();
+        self.header.mesh = local.mesh;
     }
 
     /// Buffers one event, or drops and counts it when the buffer is full. Constant work.

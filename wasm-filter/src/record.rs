@@ -1,6 +1,6 @@
 //! Turns the attributes of one finished request into an [`EventRef`], borrowing every string.
 
-use waggle_wire::{EventRef, Protocol, Reporter, Service};
+use waggle_wire::{EventRef, MeshKind, Protocol, Reporter, Service};
 
 use crate::attributes::{cut, Attr, Source, SourceExt};
 use crate::flags;
@@ -29,6 +29,8 @@ pub struct Known<'a> {
     pub peer: &'a Peer,
     /// The cluster's `istio.services` entry, when it has one.
     pub service: Option<&'a Service>,
+    /// Kuma: the inbound listener's `kuma.io/service` (a dataplane may have several inbounds).
+    pub inbound_service: Option<&'a str>,
     pub options: Options,
 }
 
@@ -53,14 +55,19 @@ pub fn record<'a>(
         Protocol::Grpc => a.uint(Attr::GrpcStatus).and_then(|g| u32::try_from(g).ok()),
         Protocol::Http => None,
     };
-    let upstream_cluster = match reporter {
-        Reporter::Source => a.str(Attr::ClusterName).unwrap_or_default(),
-        Reporter::Destination => "",
+    // Kuma's stats name the cluster on both sides (inbound: the local app's `localhost:<port>`).
+    let upstream_cluster = match (reporter, k.local.mesh) {
+        (Reporter::Source, _) | (_, MeshKind::Kuma) => a.str(Attr::ClusterName).unwrap_or_default(),
+        (Reporter::Destination, MeshKind::Istio) => "",
     };
-    let service = match k.service {
+    let mut service = match k.service {
         Some(s) => s.as_ref(),
         None => identity::authority_service(a.str(Attr::Host), reporter, k.local),
     };
+    if let (Reporter::Destination, Some(name)) = (reporter, k.inbound_service) {
+        service.name = name;
+        service.namespace = &k.local.workload.namespace;
+    }
     flags::write_short(a.uint(Attr::Flags).unwrap_or(0), flags);
     EventRef {
         reporter,
@@ -126,13 +133,19 @@ mod tests {
     /// event: what the backend receives.
     fn record(m: &Map, local: &Local, options: Options, now: u64) -> Event {
         let a = Lazy::new(m);
-        let peer = identity::read_peer(m, reporter(&a));
+        let cluster = a.str(Attr::ClusterName);
+        let hints = identity::Hints {
+            cluster,
+            tags_header: None,
+        };
+        let peer = identity::read_peer(m, reporter(&a), local.mesh, hints);
         let service = identity::cluster_service(m);
         let k = Known {
             reporter: reporter(&a),
             local,
             peer: &peer,
             service: service.as_ref(),
+            inbound_service: None,
             options,
         };
         let mut flags = String::new();
@@ -173,6 +186,7 @@ mod tests {
         let local = Local {
             workload: waggle_wire::sample::workload("reviews-v1", "bookinfo", "reviews", "v1"),
             mesh_id: "m".into(),
+            mesh: MeshKind::Istio,
         };
         let e = record(&inbound(), &local, OPTS, 0);
         assert_eq!(e.reporter, Reporter::Destination);

@@ -1,11 +1,12 @@
 //! Per-VM recording: the caches of what does not change per request (the peer of a
 //! connection or endpoint, the service of a cluster) in front of the outbox.
 
-use waggle_wire::{Reporter, Service};
+use waggle_wire::{MeshKind, Reporter, Service};
 
 use crate::attributes::{Attr, Source, SourceExt};
 use crate::cache::{self, Bounded};
-use crate::identity::{self, Local, Peer};
+use crate::identity::{self, Hints, Local, Peer};
+use crate::kuma::{self, Tags};
 use crate::outbox::Outbox;
 use crate::properties::Properties;
 use crate::record::{self, Known, Options};
@@ -28,10 +29,12 @@ struct Entry {
 
 #[derive(Debug)]
 enum Cached {
-    /// A downstream connection: its listener's direction, and inbound, the peer.
+    /// A downstream connection: its listener's direction, and inbound, the peer and (Kuma)
+    /// the listener's `kuma.io/service`.
     Connection {
         reporter: Reporter,
         peer: Option<Peer>,
+        service: Option<String>,
     },
     /// An upstream endpoint's peer.
     Peer(Peer),
@@ -67,6 +70,8 @@ pub struct Recorder {
     /// By `xds.cluster_name`.
     clusters: Bounded<Entry>,
     flags: String,
+    /// Set once a Kuma inbound listener's tags completed the local identity.
+    refined: bool,
 }
 
 impl Recorder {
@@ -79,12 +84,20 @@ impl Recorder {
             endpoints: Bounded::new(ENDPOINTS, Some(REFRESH_MS)),
             clusters: Bounded::new(ENDPOINTS, Some(REFRESH_MS)),
             flags: String::new(),
+            refined: false,
         }
     }
 
     /// Records one finished request from its attributes `a`; `props` answers what the caches
     /// do not hold yet. Returns whether the event was kept (false: the buffer is full).
-    pub fn record(&mut self, a: &dyn Source, props: &impl Properties, now_ns: u64) -> bool {
+    /// `tags_header` is Kuma's `x-kuma-tags` as the request arrived, when it was kept.
+    pub fn record(
+        &mut self,
+        a: &dyn Source,
+        props: &impl Properties,
+        now_ns: u64,
+        tags_header: Option<&str>,
+    ) -> bool {
         let now_ms = now_ns / 1_000_000;
         let Self {
             outbox,
@@ -94,7 +107,9 @@ impl Recorder {
             endpoints,
             clusters,
             flags,
+            refined,
         } = self;
+        let mesh = local.mesh;
         // The direction is the listener's, so it is fixed for a connection, like the peer of
         // an inbound one.
         let connection = a.uint(Attr::ConnectionId).and_then(|id| {
@@ -104,18 +119,50 @@ impl Recorder {
                 |_| true,
                 || {
                     let reporter = record::reporter(a);
-                    let peer = (reporter == Reporter::Destination)
-                        .then(|| identity::read_peer(props, reporter));
+                    let inbound = reporter == Reporter::Destination;
+                    let hints = Hints {
+                        cluster: None,
+                        tags_header,
+                    };
+                    let peer = inbound.then(|| identity::read_peer(props, reporter, mesh, hints));
+                    let mut service = None;
+                    if inbound && mesh == MeshKind::Kuma {
+                        if let Some(tags) = props
+                            .get(&kuma::LISTENER_TAGS)
+                            .map(|b| Tags::from_pairs(&b))
+                        {
+                            // Zone, app and version are only in the tags: the node lacks them.
+                            if !*refined {
+                                *refined = true;
+                                *local = identity::local_with(props, Some(&tags));
+                                outbox.set_local(local);
+                            }
+                            service = tags.get("kuma.io/service").map(str::to_owned);
+                        }
+                    }
                     Entry {
                         name: String::new(),
-                        value: Cached::Connection { reporter, peer },
+                        value: Cached::Connection {
+                            reporter,
+                            peer,
+                            service,
+                        },
                     }
                 },
             )
         });
-        let (reporter, inbound_peer) = match connection.map(|e| &e.value) {
-            Some(Cached::Connection { reporter, peer }) => (*reporter, peer.as_ref()),
-            _ => (record::reporter(a), None),
+        let (reporter, inbound_peer, inbound_service) = match connection.map(|e| &e.value) {
+            Some(Cached::Connection {
+                reporter,
+                peer,
+                service,
+            }) => (*reporter, peer.as_ref(), service.as_deref()),
+            _ => (record::reporter(a), None, None),
+        };
+        let cluster = a.str(Attr::ClusterName);
+        let hints = Hints {
+            cluster,
+            tags_header,
         };
         let cached = match reporter {
             Reporter::Destination => inbound_peer,
@@ -123,7 +170,7 @@ impl Recorder {
                 .str(Attr::UpstreamAddress)
                 .and_then(|addr| {
                     named(endpoints, addr, now_ms, || {
-                        Cached::Peer(identity::read_peer(props, reporter))
+                        Cached::Peer(identity::read_peer(props, reporter, mesh, hints))
                     })
                 })
                 .and_then(|e| match &e.value {
@@ -135,13 +182,14 @@ impl Recorder {
         let peer = match cached {
             Some(p) => p,
             None => {
-                fresh = identity::read_peer(props, reporter);
+                fresh = identity::read_peer(props, reporter, mesh, hints);
                 &fresh
             }
         };
-        // No cluster (a direct response, a local reply): no cluster metadata to read.
-        let service = a
-            .str(Attr::ClusterName)
+        // No cluster (a direct response, a local reply): no cluster metadata to read. Kuma's
+        // clusters carry none of Istio's.
+        let service = cluster
+            .filter(|_| mesh == MeshKind::Istio)
             .and_then(|c| {
                 named(clusters, c, now_ms, || {
                     Cached::Service(identity::cluster_service(props))
@@ -156,6 +204,7 @@ impl Recorder {
             local,
             peer,
             service,
+            inbound_service,
             options: *options,
         };
         let event = record::record(a, &known, now_ns, flags);
@@ -271,11 +320,11 @@ mod tests {
             let (answer, props) = request(inbound);
             let a = Answer::parse(&answer, &attrs).unwrap();
             for _ in 0..10 {
-                assert!(r.record(&a, &props, 1));
+                assert!(r.record(&a, &props, 1, None));
             }
             let before = allocations();
             for _ in 0..500 {
-                assert!(r.record(&a, &props, 1));
+                assert!(r.record(&a, &props, 1, None));
             }
             assert_eq!(allocations() - before, 0, "inbound {inbound}");
             assert_eq!(r.outbox.stats.recorded, 510);

@@ -1,6 +1,8 @@
 //! Decodes a batch, checking every count, reference and byte against the input.
 
-use crate::event::{Batch, Header, Key, Protocol, Record, Reporter, Service, TraceId, Workload};
+use crate::event::{
+    Batch, Header, Key, MeshKind, Protocol, Record, Reporter, Service, TraceId, Workload,
+};
 use crate::varint::Reader;
 use crate::{DecodeError, MAGIC, VERSION};
 
@@ -19,7 +21,7 @@ pub fn decode(buf: &[u8]) -> Result<Batch, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8("version")?;
-    if version != VERSION {
+    if version != VERSION && version != 1 {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let vm_id = r.varint("vm_id")?;
@@ -31,6 +33,12 @@ pub fn decode(buf: &[u8]) -> Result<Batch, DecodeError> {
         *f = r.varint("local identity")?;
     }
     let mesh_id = r.varint("mesh_id")?;
+    let mesh = if version == 1 {
+        MeshKind::Istio
+    } else {
+        let b = r.u8("mesh")?;
+        MeshKind::from_byte(b).ok_or(DecodeError::UnknownMesh(b))?
+    };
 
     let strings = strings(&mut r)?;
     let refs = Refs { len: strings.len() };
@@ -53,6 +61,7 @@ pub fn decode(buf: &[u8]) -> Result<Batch, DecodeError> {
             cluster: s("local cluster", cluster)?,
         },
         mesh_id: s("mesh_id", mesh_id)?,
+        mesh,
     };
 
     let n = r.count("key", MIN_KEY)?;

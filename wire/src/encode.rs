@@ -123,6 +123,7 @@ impl BatchBuilder {
             put(&mut out, u64::from(*f));
         }
         put(&mut out, u64::from(mesh_id));
+        out.push(header.mesh.byte());
 
         put(&mut out, self.strings.len() as u64);
         for s in &self.strings {

@@ -5,8 +5,10 @@
 pub enum DecodeError {
     #[error("not a waggle batch: the body does not start with the magic bytes \"WGL\"")]
     BadMagic,
-    #[error("unsupported waggle batch version {0} (this build reads version {v})", v = crate::VERSION)]
+    #[error("unsupported waggle batch version {0} (this build reads versions 1 to {v})", v = crate::VERSION)]
     UnsupportedVersion(u8),
+    #[error("unknown mesh {0} in the batch header (0 is istio, 1 kuma)")]
+    UnknownMesh(u8),
     #[error("batch truncated while reading {0}")]
     Truncated(&'static str),
     #[error("varint too long or overflowing while reading {0}")]

@@ -21,6 +21,36 @@ impl Reporter {
     }
 }
 
+/// Which mesh's sidecar sent a batch: which identity sources the filter read, and so which
+/// metric families its events feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MeshKind {
+    #[default]
+    Istio,
+    /// Kuma or Kong Mesh: identity from the node id, node cluster and `io.kuma.tags`.
+    Kuma,
+}
+
+impl MeshKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeshKind::Istio => "istio",
+            MeshKind::Kuma => "kuma",
+        }
+    }
+
+    /// The wire's byte for this mesh.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_byte(b: u8) -> Option<MeshKind> {
+        [MeshKind::Istio, MeshKind::Kuma]
+            .into_iter()
+            .find(|m| m.byte() == b)
+    }
+}
+
 /// The request protocol, as Istio's `request_protocol` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
@@ -201,6 +231,8 @@ pub struct Header {
     /// The reporting sidecar's own workload.
     pub local: Workload,
     pub mesh_id: String,
+    /// Version 1 batches (which predate it) are Istio's.
+    pub mesh: MeshKind,
 }
 
 /// A distinct request shape within a batch: every field that is not per-request.

@@ -1,6 +1,6 @@
 //! waggle's wire format: the batches of request events a sidecar filter sends to the backend.
 //!
-//! # Format, version 1
+//! # Format, version 2
 //!
 //! All integers are unsigned LEB128 varints unless noted; "zigzag" marks a signed varint
 //! (`(n << 1) ^ (n >> 63)`). A string is a varint byte length followed by UTF-8 bytes. A
@@ -9,7 +9,8 @@
 //! ```text
 //! batch    = magic:"WGL" version:u8(=1) header strings keys records
 //! header   = vm_id sequence dropped base_start_us
-//!            local:identity mesh_id:ref
+//!            local:identity mesh_id:ref mesh:u8
+//!   mesh   = 0 istio | 1 kuma; version 1 batches end the header at mesh_id and are istio's
 //! identity = workload:ref namespace:ref app:ref version:ref
 //!            canonical_service:ref canonical_revision:ref cluster:ref
 //! strings  = count string*                  every distinct string of the batch, once
@@ -49,13 +50,14 @@ pub use decode::decode;
 pub use encode::BatchBuilder;
 pub use error::DecodeError;
 pub use event::{
-    Batch, Event, EventRef, Header, Key, Protocol, Record, Reporter, Service, TraceId, Workload,
+    Batch, Event, EventRef, Header, Key, MeshKind, Protocol, Record, Reporter, Service, TraceId,
+    Workload,
 };
 
 /// The three bytes every batch starts with.
 pub const MAGIC: [u8; 3] = *b"WGL";
-/// The format version this crate writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this crate writes; it reads this one and version 1.
+pub const VERSION: u8 = 2;
 /// Most records (and so request shapes) one batch may hold: the filter never sends more, and
 /// the backend refuses batches that do.
 pub const MAX_BATCH_RECORDS: usize = 10_000;

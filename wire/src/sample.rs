@@ -49,6 +49,7 @@ pub fn header(sequence: u64) -> Header {
         dropped: 0,
         local: workload("reviews-v1", "bookinfo", "reviews", "v1"),
         mesh_id: "mesh".into(),
+        mesh: crate::MeshKind::Istio,
     }
 }
 

@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use waggle_wire::sample;
 use waggle_wire::{
-    decode, BatchBuilder, DecodeError, Event, Header, Protocol, Reporter, Service, Workload,
+    decode, BatchBuilder, DecodeError, Event, Header, MeshKind, Protocol, Reporter, Service,
+    Workload,
 };
 
 fn encode(header: &Header, events: &[Event]) -> Vec<u8> {
@@ -70,8 +71,9 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn header()(vm_id: u64, sequence: u64, dropped: u64, local in workload(), mesh_id in small_string()) -> Header {
-        Header { vm_id, sequence, dropped, local, mesh_id }
+    fn header()(vm_id: u64, sequence: u64, dropped: u64, local in workload(), mesh_id in small_string(), kuma: bool) -> Header {
+        let mesh = if kuma { MeshKind::Kuma } else { MeshKind::Istio };
+        Header { vm_id, sequence, dropped, local, mesh_id, mesh }
     }
 }
 
@@ -206,6 +208,41 @@ fn golden_vectors() {
         assert_eq!(batch.header, header, "{file}");
         assert_eq!(batch.events().collect::<Vec<_>>(), events, "{file}");
     }
+}
+
+/// Batches of version 1 (written before the header said which mesh sent them) still decode, as
+/// Istio's: a backend upgraded first keeps accepting the filters already running.
+#[test]
+fn version_1_batches_decode_as_istio() {
+    for (file, header, events) in [
+        ("v1-empty.hex", sample::header(0), vec![]),
+        (
+            "v1-inbound-4.hex",
+            sample::header(3),
+            sample::inbound(4, 9, true),
+        ),
+    ] {
+        let golden = from_hex(&std::fs::read_to_string(golden_path(file)).unwrap());
+        assert_eq!(golden[3], 1, "{file} is a version 1 batch");
+        let batch = decode(&golden).unwrap();
+        assert_eq!(batch.header, header, "{file}");
+        assert_eq!(batch.header.mesh, MeshKind::Istio);
+        assert_eq!(batch.events().collect::<Vec<_>>(), events, "{file}");
+    }
+    let kuma = Header {
+        mesh: MeshKind::Kuma,
+        ..sample::header(1)
+    };
+    let mut bytes = encode(&kuma, &[outbound_grpc()]);
+    assert_eq!(decode(&bytes).unwrap().header.mesh, MeshKind::Kuma);
+    // The one byte where the Istio and the Kuma encodings differ is the header's mesh.
+    let istio = encode(&sample::header(1), &[outbound_grpc()]);
+    let at: Vec<usize> = (0..bytes.len())
+        .filter(|i| bytes[*i] != istio[*i])
+        .collect();
+    assert_eq!(at.len(), 1, "{at:?}");
+    bytes[at[0]] = 7;
+    assert_eq!(decode(&bytes), Err(DecodeError::UnknownMesh(7)));
 }
 
 fn outbound_grpc() -> Event {

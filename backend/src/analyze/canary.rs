@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use super::builtin;
+use super::builtin::Observer;
 use super::manifest::{Canary, Manifests, Metric};
 use super::provider::{Prometheus, QueryError};
 use super::template::{render, Model};
+use super::units::{go_ms, num};
 use super::AnalyzeError;
 use crate::config::parse_duration;
 
@@ -20,6 +21,8 @@ pub struct Options {
     pub templates_use_metrics_server: bool,
     /// Replaces `analysis.interval` as the loop's cadence (queries keep their own windows).
     pub interval: Option<Duration>,
+    /// Flagger's `-mesh-provider` (a Canary's `spec.provider` wins): picks the built-in queries.
+    pub mesh_provider: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,26 +489,30 @@ fn plan(
             q.clone(),
         )
     } else {
-        match name.as_str() {
-            "request-success-rate" => (
-                Kind::SuccessRate,
-                "prometheus".into(),
-                Some(server.to_owned()),
-                builtin::REQUEST_SUCCESS_RATE.to_owned(),
-            ),
-            "request-duration" => (
-                Kind::Duration,
-                "prometheus".into(),
-                Some(server.to_owned()),
-                builtin::REQUEST_DURATION.to_owned(),
-            ),
-            _ => {
-                return Err(metric_err(
+        let kind =
+            match name.as_str() {
+                "request-success-rate" => Kind::SuccessRate,
+                "request-duration" => Kind::Duration,
+                _ => return Err(metric_err(
                     &name,
                     "Metric query failed for no usable metrics template and query were configured",
-                ))
-            }
-        }
+                )),
+            };
+        let target_kind = c.spec.target_ref.kind.as_deref().unwrap_or_default();
+        let observer =
+            Observer::choose(&opts.mesh_provider, c.spec.provider.as_deref(), target_kind);
+        let (rate, duration) = observer.queries().map_err(|e| metric_err(&name, e))?;
+        let query = if kind == Kind::SuccessRate {
+            rate
+        } else {
+            duration
+        };
+        (
+            kind,
+            "prometheus".into(),
+            Some(server.to_owned()),
+            query.to_owned(),
+        )
     };
     // Built-ins default their window to 1m; templates get the interval as written (Flagger does
     // not default it there, so an empty one renders `[]`, a parse error).
@@ -529,34 +536,6 @@ fn plan(
         min,
         max,
     })
-}
-
-/// A number as Go's `%v` prints a float64 threshold (no trailing `.0`).
-fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Milliseconds as Go's `time.Duration` prints them: `312ms`, `1.5s`, `2m0s`.
-fn go_ms(ms: f64) -> String {
-    let ms = ms as i64;
-    if ms.abs() < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = ms as f64 / 1000.0;
-    if secs.abs() < 60.0 {
-        return format!("{}s", num(secs));
-    }
-    let m = ms / 60_000;
-    let rest = (ms % 60_000) as f64 / 1000.0;
-    if m < 60 {
-        format!("{m}m{}s", num(rest))
-    } else {
-        format!("{}h{}m{}s", m / 60, m % 60, num(rest))
-    }
 }
 
 impl Iteration {
@@ -615,21 +594,6 @@ impl Iteration {
 mod tests {
     use super::*;
 
-    #[test]
-    fn go_durations() {
-        for (ms, want) in [
-            (312.0, "312ms"),
-            (1500.0, "1.5s"),
-            (500.0, "500ms"),
-            (120_000.0, "2m0s"),
-            (61_500.0, "1m1.5s"),
-        ] {
-            assert_eq!(go_ms(ms), want);
-        }
-        assert_eq!(num(99.0), "99");
-        assert_eq!(num(99.5), "99.5");
-    }
-
     fn manifests(analysis: &str) -> Manifests {
         let mut m = Manifests::default();
         m.add_yaml("test", &format!(
@@ -643,6 +607,7 @@ mod tests {
             metrics_server: "http://127.0.0.1:9".into(),
             templates_use_metrics_server: false,
             interval: None,
+            mesh_provider: "istio".into(),
         }
     }
 
@@ -657,6 +622,43 @@ mod tests {
             q[0].1
         );
         assert_eq!(q[1].1, "sum(rate(x{ns=\"test\"}[30s]))");
+    }
+
+    #[test]
+    fn built_ins_follow_the_mesh_provider_and_spec_provider() {
+        let analysis = "    interval: 1m\n    stepWeight: 10\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n    - name: request-duration\n      thresholdRange: {max: 500}\n";
+        let kuma = Options {
+            mesh_provider: "kuma".into(),
+            ..opts()
+        };
+        let q = Analysis::new(&manifests(analysis), None, &kuma)
+            .unwrap()
+            .queries();
+        let want = "service=~\"podinfo-canary_test_svc_[0-9a-zA-Z-]+\"";
+        assert!(
+            q[0].1.contains("envoy_cluster_upstream_rq{") && q[0].1.contains(want),
+            "{}",
+            q[0].1
+        );
+        assert!(
+            q[1].1.contains("envoy_cluster_upstream_rq_time_bucket{") && q[1].1.contains(want),
+            "{}",
+            q[1].1
+        );
+        let mut m = manifests(analysis);
+        m.canaries[0].spec.provider = Some("istio".into());
+        let q = Analysis::new(&m, None, &kuma).unwrap().queries();
+        assert!(
+            q[0].1.contains("istio_requests_total"),
+            "spec.provider wins: {}",
+            q[0].1
+        );
+        m.canaries[0].spec.provider = Some("gatewayapi:v1".into());
+        let e = Analysis::new(&m, None, &kuma).err().unwrap().to_string();
+        assert!(
+            e.contains("http observer") && e.contains("request-success-rate"),
+            "{e}"
+        );
     }
 
     #[test]

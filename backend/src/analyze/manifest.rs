@@ -17,6 +17,8 @@ pub struct Metadata {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Named {
     pub name: String,
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -64,12 +64,21 @@ impl Gate {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
         let _ = write!(out, "# HELP waggle_events_not_counted_total Events not counted in a family because the series limit refused its series.\n# TYPE waggle_events_not_counted_total counter\n");
-        for (family, n) in &self.refused_by_family {
+        // A name can be two families (Istio's and Kuma's variant): one series per name.
+        for (i, (family, _)) in self.refused_by_family.iter().enumerate() {
+            if self.refused_by_family[..i].iter().any(|(f, _)| f == family) {
+                continue;
+            }
+            let n: u64 = self.refused_by_family[i..]
+                .iter()
+                .filter(|(f, _)| f == family)
+                .map(|(_, n)| n.load(Relaxed))
+                .sum();
             let _ = writeln!(
                 out,
                 "waggle_events_not_counted_total{{family={}}} {}",
                 super::json::string(family),
-                n.load(Relaxed)
+                n
             );
         }
         let _ = write!(

@@ -101,7 +101,7 @@ fn header(workload: &str, seq: u64) -> Header {
         sequence: seq,
         dropped: 0,
         local: sample::workload(workload, "test", workload, "v1"),
-        mesh_id: "mesh".into(),
+        ..sample::header(seq)
     }
 }
 

@@ -102,6 +102,7 @@ fn main() -> Result<()> {
     let base = waggle.base();
     let where_ = match &runtime {
         Runtime::Envoy(b) => format!("Envoy ({})", b.display()),
+        Runtime::Kuma(b) => format!("Envoy as Kuma dataplanes ({})", b.display()),
         Runtime::Wasmtime => "the wasmtime proxy-wasm host".to_owned(),
     };
     println!("waggle demo: backend on {base} (Prometheus API), ingest on {ingest}");
@@ -148,6 +149,7 @@ fn main() -> Result<()> {
         metrics_server: base.clone(),
         templates_use_metrics_server: true,
         interval: None,
+        mesh_provider: "istio".into(),
     };
     let mut analysis = Analysis::new(&manifests, None, &opts)?;
     let started = Instant::now();
