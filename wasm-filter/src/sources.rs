@@ -152,7 +152,7 @@ fn column(mesh: MeshKind, side: Side) -> usize {
 }
 
 /// Every field of one side, by the table: the workload and the mesh id.
-pub fn resolve(mesh: MeshKind, side: Side, l: &impl Lookup) -> (Workload, String) {
+pub fn resolve(mesh: MeshKind, side: Side, l: &dyn Lookup) -> (Workload, String) {
     let c = column(mesh, side);
     let [w, n, a, v, s, r, cl, m] = TABLE.each_ref().map(|row| {
         row.sources
