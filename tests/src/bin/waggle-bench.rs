@@ -162,7 +162,7 @@ fn ingest_section(quick: bool) -> String {
     let (dmin, dmed, dmax) = stats(decode);
     let (smin, smed, smax) = stats(store_rates);
     format!(
-        "## Ingest, one core\n\n{events} events in {} batches of 500 ({:.1} bytes/event on the wire), {} workloads, all nine built-in families; {runs} runs, each after a warm-up pass that creates the series.\n\n\
+        "## Ingest, one core\n\n{events} events in {} batches of 500 ({:.1} bytes/event on the wire), {} workloads from Istio sidecars, so the nine built-in families Istio events feed; {runs} runs, each after a warm-up pass that creates the series.\n\n\
          | path | events/s min | median | max |\n|---|---|---|---|\n\
          | wire decode only | {dmin:.0} | {dmed:.0} | {dmax:.0} |\n\
          | wire decode + store | {smin:.0} | {smed:.0} | {smax:.0} |\n\n\
