@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod canary;
+mod line;
 pub mod manifest;
 pub mod provider;
 pub mod template;

@@ -531,6 +531,10 @@ fn waggle_analyze_takes_flaggers_mesh_provider_flag() {
             "{flag:?}: {text}"
         );
         assert!(text.contains("request-success-rate=no data"), "{text}");
+        assert!(
+            text.contains("Halt advancement no values found for kuma metric request-success-rate probably podinfo.test is not receiving traffic"),
+            "Flagger's event names the provider: {text}"
+        );
     }
     assert!(
         run(&[]).contains("istio_requests_total"),

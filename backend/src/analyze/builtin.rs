@@ -42,6 +42,32 @@ pub const KUMA_REQUEST_DURATION: &str = r#"histogram_quantile(0.99, sum(rate(env
 /// The query Flagger's provider uses to check the server is online.
 pub const ONLINE: &str = "vector(1)";
 
+/// The metrics provider name Flagger's `scheduler_metrics.go` works out, which also appears in
+/// its "no values found for <provider> metric" events.
+pub fn metrics_provider(
+    mesh_provider: &str,
+    spec_provider: Option<&str>,
+    target_kind: &str,
+) -> String {
+    let mut p = if mesh_provider.contains("crossover") {
+        "crossover".to_owned()
+    } else {
+        mesh_provider.to_owned()
+    };
+    if let Some(spec) = spec_provider.filter(|s| !s.is_empty()) {
+        p = if mesh_provider.contains("linkerd") {
+            "linkerd".to_owned()
+        } else {
+            spec.to_owned()
+        };
+    }
+    // Knative's targets are Services too, but keep the provider's own name.
+    if target_kind == "Service" && p != "knative" {
+        p.push_str(":service");
+    }
+    p
+}
+
 /// The observer whose built-in queries a canary's `request-success-rate` and
 /// `request-duration` run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,21 +82,13 @@ impl Observer {
     /// Flagger's choice: `-mesh-provider`, overridden by `spec.provider`; `:service` appended
     /// when the target is a Service (so `kuma` then falls to the default, Istio, as in Flagger).
     pub fn choose(mesh_provider: &str, spec_provider: Option<&str>, target_kind: &str) -> Self {
-        let mut p = spec_provider
-            .filter(|p| !p.is_empty())
-            .unwrap_or(mesh_provider)
-            .to_owned();
-        if mesh_provider.contains("linkerd") {
-            p = "linkerd".into();
-        }
-        if p == "smi:crossover" {
-            p = "crossover".into();
-        }
-        if target_kind == "Service" && p != "knative" {
-            p.push_str(":service");
-        }
+        Self::of(&metrics_provider(mesh_provider, spec_provider, target_kind))
+    }
+
+    /// The observer `observers/factory.go` makes for a metrics provider name.
+    pub fn of(p: &str) -> Self {
         let other = |name| Observer::Other(name);
-        match p.as_str() {
+        match p {
             _ if p.starts_with("appmesh") => other("appmesh"),
             "linkerd" => other("linkerd"),
             "contour" => other("contour"),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::builtin::Observer;
+use super::builtin::{metrics_provider, Observer};
 use super::manifest::{Canary, Manifests, Metric};
 use super::provider::{Prometheus, QueryError};
 use super::template::{render, Model};
@@ -40,6 +40,8 @@ struct Plan {
     /// `None` when the provider is not Prometheus-compatible (the check is reported, not run).
     address: Option<String>,
     provider: String,
+    /// Flagger's metrics provider name (`istio`, `kuma`...), as its no-data events print it.
+    observer: String,
     query: String,
     min: Option<f64>,
     max: Option<f64>,
@@ -312,8 +314,8 @@ impl Analysis {
             }
             Err(QueryError::NoValues { warnings }) => {
                 let flagger = match p.kind {
-                    Kind::SuccessRate => format!("Halt advancement no values found for istio metric {} probably {who} is not receiving traffic: no values found", p.name),
-                    Kind::Duration => format!("Halt advancement no values found for istio metric {} probably {who} is not receiving traffic", p.name),
+                    Kind::SuccessRate => format!("Halt advancement no values found for {} metric {} probably {who} is not receiving traffic: no values found", p.observer, p.name),
+                    Kind::Duration => format!("Halt advancement no values found for {} metric {} probably {who} is not receiving traffic", p.observer, p.name),
                     Kind::Custom => format!("Halt advancement no values found for custom metric: {}: no values found", p.name),
                 };
                 check.reason = Some(if warnings.is_empty() {
@@ -450,6 +452,9 @@ fn plan(
         variables: metric.template_variables.clone(),
     };
     let range = metric.threshold_range.clone().unwrap_or_default();
+    let target_kind = c.spec.target_ref.kind.as_deref().unwrap_or_default();
+    let observer_name =
+        metrics_provider(&opts.mesh_provider, c.spec.provider.as_deref(), target_kind);
     let (kind, provider, address, template) = if let Some(r) = &metric.template_ref {
         let ns = r
             .namespace
@@ -498,9 +503,7 @@ fn plan(
                     "Metric query failed for no usable metrics template and query were configured",
                 )),
             };
-        let target_kind = c.spec.target_ref.kind.as_deref().unwrap_or_default();
-        let observer =
-            Observer::choose(&opts.mesh_provider, c.spec.provider.as_deref(), target_kind);
+        let observer = Observer::of(&observer_name);
         let (rate, duration) = observer.queries().map_err(|e| metric_err(&name, e))?;
         let query = if kind == Kind::SuccessRate {
             rate
@@ -532,62 +535,11 @@ fn plan(
         kind,
         address,
         provider,
+        observer: observer_name,
         query,
         min,
         max,
     })
-}
-
-impl Iteration {
-    /// One line: every metric's value against its threshold, and the decision.
-    pub fn line(&self) -> String {
-        let mut s = format!("#{:<3} weight {:>3}%  ", self.number, self.weight);
-        for c in &self.checks {
-            let bound = match (c.min, c.max) {
-                (Some(a), Some(b)) => format!(" [{}..{}]", num(a), num(b)),
-                (Some(a), None) => format!(" [>= {}{}]", num(a), c.unit),
-                (None, Some(b)) => format!(" [<= {}{}]", num(b), c.unit),
-                (None, None) => String::new(),
-            };
-            match (c.value, &c.skipped) {
-                (_, Some(why)) => s.push_str(&format!("{}=skipped ({why})  ", c.metric)),
-                (Some(v), _) => s.push_str(&format!(
-                    "{}={v:.2}{}{bound}{}  ",
-                    c.metric,
-                    c.unit,
-                    if c.failure.is_some() { " FAIL" } else { " ok" }
-                )),
-                (None, _) => s.push_str(&format!("{}=no data{bound}  ", c.metric)),
-            }
-        }
-        let d = match &self.decision {
-            Decision::Start { weight } => format!("start: canary weight {weight}%"),
-            Decision::Advance { from, to } => format!("advance {from}% -> {to}%"),
-            Decision::Halt { failed, threshold } => {
-                format!("halt ({failed}/{threshold} failed checks)")
-            }
-            Decision::Rollback => "ROLLBACK".into(),
-            Decision::Promote => "PROMOTE".into(),
-        };
-        s.push_str("=> ");
-        s.push_str(&d);
-        for m in &self.messages {
-            if matches!(self.decision, Decision::Halt { .. }) {
-                s.push_str("\n      ");
-                s.push_str(m);
-            }
-        }
-        for c in &self.checks {
-            if let Some(r) = &c.reason {
-                s.push_str(&format!("\n      {} has no data because: {r}", c.metric));
-            } else if let (Some(f), None) = (&c.failure, c.value) {
-                if !self.messages.contains(f) {
-                    s.push_str(&format!("\n      {f}"));
-                }
-            }
-        }
-        s
-    }
 }
 
 #[cfg(test)]
