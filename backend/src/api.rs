@@ -158,6 +158,11 @@ pub fn query_router(state: Shared) -> Router {
         .route("/api/v1/label/{name}/values", get(query::label_values))
         .route("/api/v1/status/buildinfo", get(query::buildinfo))
         .route("/api/v1/metadata", get(query::metadata))
+        // Flagger's address keeps its path: `-metrics-server=http://waggle:9090/flagger`.
+        .route(
+            "/flagger/api/v1/query",
+            get(query::flagger_instant).post(query::flagger_instant),
+        )
         .route(
             "/honeycomb/api/v1/query",
             get(query::honeycomb).post(query::honeycomb),

@@ -498,3 +498,63 @@ fn promtool_queries_waggle() {
         "{out}"
     );
 }
+
+/// `/flagger`: the same answers, except that an empty result is an `execution` error whose
+/// text is the reason (what Flagger prints in its event); `/api/v1` is unchanged.
+#[test]
+fn the_flagger_prefix_answers_an_empty_result_with_its_reason() {
+    let w = waggle();
+    post(
+        &w,
+        "/v1/events",
+        batch(30, 3),
+        waggle_wire::CONTENT_TYPE,
+        Some(TOKEN),
+    );
+    let get = |path: &str, q: &str| {
+        let r = prom::client()
+            .get(format!("{}{path}", w.base()))
+            .query(&[("query", q)])
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap())
+    };
+    let empty = r#"sum(rate(istio_requests_total{destination_workload=~"reviews-v2"}[1m]))"#;
+    let (status, v) = get("/flagger/api/v1/query", empty);
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["errorType"], "execution");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("destination_workload=~\"reviews-v2\"") && error.contains("\"reviews-v1\""),
+        "{error}"
+    );
+    let (status, v) = get("/api/v1/query", empty);
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("success")),
+        "/api/v1 answers as Prometheus"
+    );
+    let full = "sum(istio_requests_total)";
+    let (a, b) = (
+        get("/flagger/api/v1/query", full),
+        get("/api/v1/query", full),
+    );
+    assert_eq!(a.0, 200);
+    assert_eq!(
+        a.1["data"]["result"][0]["value"][1],
+        b.1["data"]["result"][0]["value"][1]
+    );
+    // As Flagger's provider reads it: an error response whose body carries the reason.
+    let p = waggle::analyze::provider::Prometheus::new().unwrap();
+    match p.query(&format!("{}/flagger", w.base()), empty) {
+        Err(waggle::analyze::provider::QueryError::Status { status: 422, body }) => {
+            assert!(body.contains("reviews-v1"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        p.query(&format!("{}/flagger", w.base()), "vector(1)"),
+        Ok(1.0),
+        "Flagger's online check"
+    );
+}

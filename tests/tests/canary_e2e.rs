@@ -30,6 +30,8 @@ fn envoy() -> Option<Runtime> {
 
 struct Rig {
     waggle: Option<Waggle>,
+    /// Appended to the backend's address in Flagger's `-metrics-server` (e.g. `/flagger`).
+    prefix: String,
     args: Vec<String>,
     primary: Arc<Side>,
     canary: Arc<Side>,
@@ -67,6 +69,7 @@ impl Rig {
         let load = Load::start(primary.clone(), canary.clone(), weight.clone(), 40);
         Self {
             waggle: Some(waggle),
+            prefix: String::new(),
             args,
             primary,
             canary,
@@ -84,7 +87,7 @@ impl Rig {
         let mut m = Manifests::default();
         m.add_yaml("podinfo-canary.yaml", canary::CANARY).unwrap();
         let opts = Options {
-            metrics_server: self.base(),
+            metrics_server: format!("{}{}", self.base(), self.prefix),
             templates_use_metrics_server: false,
             interval: Some(Duration::from_secs(3)),
             mesh_provider: "istio".into(),
@@ -224,6 +227,20 @@ fn a_canary_without_traffic_halts_and_says_why() {
         its[1].line().contains("has no data because"),
         "{}",
         its[1].line()
+    );
+    // Through `/flagger`: the same decisions, and Flagger's own event now carries the reason.
+    rig.prefix = "/flagger".into();
+    let through = rig.analyse(|_, _| {});
+    assert_eq!(words(&through), words(&its), "{}", messages(&through));
+    let event = check(&through[1], "request-success-rate")
+        .failure
+        .clone()
+        .unwrap();
+    assert!(
+        event.starts_with(
+            "Prometheus query failed for request-success-rate: error response: Status 422"
+        ) && event.contains("podinfo-primary"),
+        "{event}"
     );
 }
 

@@ -158,7 +158,7 @@ fn every_canary_renders_with_the_shipped_templates_into_valid_promql() {
         parses(&waggle::analyze::template::render(&t.spec.query, &model).unwrap());
         assert_eq!(
             t.spec.provider.address.as_deref(),
-            Some("http://waggle.waggle-system:9090")
+            Some("http://waggle.waggle-system:9090/flagger")
         );
     }
     let ws = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");

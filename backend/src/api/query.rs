@@ -115,19 +115,25 @@ struct Query {
     end: i64,
     step: Option<i64>,
     opts: Options,
+    /// `/flagger`: an empty or NaN result is an `execution` error whose text is the reason, so
+    /// Flagger's event shows it (it prints an error's body, but only "no values found" for an
+    /// empty result).
+    empty_is_error: bool,
 }
 
 /// Parses, evaluates, explains an empty or NaN result, and renders the answer.
 async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
     let deadline = q.opts.deadline;
-    let (body, warnings, text) = on_pool(st, deadline, move |st| {
+    let empty_is_error = q.empty_is_error;
+    let (body, warnings, text, empty) = on_pool(st, deadline, move |st| {
         let expr = parse_query(&q.text, q.step.is_none())?;
         let ev = Evaluator::new(&st.db.lock, q.now, q.start, q.end, &expr, q.opts);
         let v = match q.step {
             Some(step) => ev.eval_range(&expr, step)?,
             None => ev.eval_instant(&expr)?,
         };
-        let w = if is_empty_or_nan(&v) {
+        let empty = is_empty_or_nan(&v);
+        let w = if empty {
             explain::why_empty(&st.db.lock, &expr, (q.start, q.end), q.opts, q.now)
         } else {
             Vec::new()
@@ -138,7 +144,7 @@ async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
         if held > crate::memory::TRIM_AFTER_SAMPLES {
             crate::memory::release();
         }
-        Ok((body, w, q.text))
+        Ok((body, w, q.text, empty))
     })
     .await?;
     if !warnings.is_empty() {
@@ -146,6 +152,17 @@ async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
             .empty_results
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(query = %text, warnings = ?warnings, "Query returned no data.");
+    }
+    if empty_is_error && empty {
+        let why = if warnings.is_empty() {
+            "the result is empty or NaN".to_owned()
+        } else {
+            warnings.join("; ")
+        };
+        return Err(ApiError::new(
+            ErrorType::Execution,
+            format!("waggle: no values: {why}"),
+        ));
     }
     Ok(ok(body, &warnings))
 }
@@ -156,14 +173,34 @@ pub async fn instant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let p = Params::parse(&uri, &headers, &body);
+    instant_with(&st, &uri, &headers, &body, false).await
+}
+
+/// `/flagger/api/v1/query`: [`instant`], with the reason for an empty answer as its error.
+pub async fn flagger_instant(
+    State(st): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    instant_with(&st, &uri, &headers, &body, true).await
+}
+
+async fn instant_with(
+    st: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+    empty_is_error: bool,
+) -> Result<Response, ApiError> {
+    let p = Params::parse(uri, headers, body);
     let now = now_ms();
     let ts = time_param(&p, "time", now)?;
-    let deadline = deadline(&st, &p)?;
-    let opts = options(&st, deadline);
+    let deadline = deadline(st, &p)?;
+    let opts = options(st, deadline);
     let text = p.get("query").unwrap_or("").to_owned();
     run(
-        &st,
+        st,
         Query {
             text,
             now,
@@ -171,6 +208,7 @@ pub async fn instant(
             end: ts,
             step: None,
             opts,
+            empty_is_error,
         },
     )
     .await
@@ -267,6 +305,7 @@ pub async fn range(
             end,
             step: Some(step),
             opts,
+            empty_is_error: false,
         },
     )
     .await
