@@ -189,7 +189,7 @@ impl Dataplane {
                         "envoy": {"version": "1.40.0", "build": "unknown", "kumaDpCompatible": true}
                     },
                     "features": ["feature-delta-grpc", "feature-bind-outbounds"],
-                    "workdir": "/tmp/kuma-dp"
+                    "workdir": "/var/run/kuma-dp"
                 }
             },
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},

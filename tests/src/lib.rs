@@ -50,3 +50,20 @@ pub fn filter_wasm() -> PathBuf {
         "the filter .wasm is missing: run `cargo build --release --target wasm32-wasip1 -p waggle-filter` first (scripts/test does)",
     )
 }
+
+/// The `waggle` binary `scripts/test` builds beside the running test, for tests that run the
+/// command itself (`waggle analyze`).
+pub fn waggle_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .ancestors()
+        .nth(2)
+        .map(|d| d.join("waggle"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is not built (cargo build -p waggle --bin waggle)",
+        bin.display()
+    );
+    bin
+}

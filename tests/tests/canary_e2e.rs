@@ -308,13 +308,7 @@ fn freshness_p99_is_under_one_and_a_half_seconds() {
 /// The `waggle analyze --once` command, as a user debugging a MetricTemplate would run it.
 #[test]
 fn analyze_once_prints_values_and_exits_by_the_checks() {
-    let exe = std::env::current_exe().unwrap();
-    let waggle_bin = exe.ancestors().nth(2).unwrap().join("waggle");
-    assert!(
-        waggle_bin.is_file(),
-        "{} is not built",
-        waggle_bin.display()
-    );
+    let waggle_bin = waggle_tests::waggle_binary();
     let canary = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../istio/examples/podinfo-canary.yaml");
     let w = Waggle::start(&[]).unwrap();

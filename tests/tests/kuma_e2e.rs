@@ -499,13 +499,7 @@ fn a_kuma_canary_is_promoted_when_healthy_and_rolled_back_at_20_percent_errors()
 
 #[test]
 fn waggle_analyze_takes_flaggers_mesh_provider_flag() {
-    let exe = std::env::current_exe().unwrap();
-    let waggle_bin = exe.ancestors().nth(2).unwrap().join("waggle");
-    assert!(
-        waggle_bin.is_file(),
-        "{} is not built",
-        waggle_bin.display()
-    );
+    let waggle_bin = waggle_tests::waggle_binary();
     // The Istio example has no spec.provider: the flag, spelled as Flagger's, decides.
     let canary = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../istio/examples/podinfo-canary.yaml");
