@@ -3,13 +3,19 @@
 
 pub mod builtin;
 pub mod canary;
+mod check;
+pub mod doctor;
+pub mod hooks;
 mod line;
 pub mod manifest;
 pub mod provider;
 pub mod template;
 mod units;
+pub mod webhook;
 
-pub use canary::{Analysis, Decision, Iteration, Options, Outcome};
+pub use canary::{Analysis, Decision, Iteration, Options, Outcome, Phase};
+pub use check::Check;
+pub use hooks::HookReport;
 pub use manifest::Manifests;
 
 #[derive(Debug, thiserror::Error)]

@@ -52,11 +52,26 @@ struct AnalyzeArgs {
     #[arg(long, env = "WAGGLE_MESH_PROVIDER", default_value = "istio")]
     mesh_provider: String,
     /// Run the checks once, print values and queries, and exit (0 when all pass).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check")]
     once: bool,
+    /// Check the Canary, its MetricTemplates and webhooks without running the loop: templates
+    /// exist, queries render, parse and run once, windows and thresholds make sense, webhook
+    /// addresses accept TCP connections (never POSTed). Exits 1 on any error.
+    #[arg(long)]
+    check: bool,
     /// Loop cadence instead of analysis.interval (query windows are unchanged), e.g. 5s.
     #[arg(long)]
     interval: Option<String>,
+    /// Call no webhook: the loop runs as if the Canary had none.
+    #[arg(long)]
+    skip_webhooks: bool,
+    /// NAME=URL: call the webhook NAME at URL instead (repeatable), e.g. a port-forwarded
+    /// loadtester: --webhook-override load-test=http://127.0.0.1:8080/
+    #[arg(long = "webhook-override", value_name = "NAME=URL")]
+    webhook_overrides: Vec<String>,
+    /// Flagger's -event-webhook: receives every event unless the Canary has an event webhook.
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    event_webhook: Option<String>,
 }
 
 fn analyze(a: AnalyzeArgs) -> Result<std::process::ExitCode, String> {
@@ -73,14 +88,44 @@ fn analyze(a: AnalyzeArgs) -> Result<std::process::ExitCode, String> {
         .map(waggle::config::parse_duration)
         .transpose()
         .map_err(|e| format!("--interval: {e}"))?;
+    let webhook_overrides = a
+        .webhook_overrides
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((name, url)) if !name.is_empty() && !url.is_empty() => {
+                Ok((name.to_owned(), url.to_owned()))
+            }
+            _ => Err(format!("--webhook-override {o:?}: expected NAME=URL")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let opts = Options {
         metrics_server: a.metrics_server.clone(),
         templates_use_metrics_server: a.templates_use_metrics_server,
         interval,
         mesh_provider: a.mesh_provider.clone(),
+        skip_webhooks: a.skip_webhooks,
+        webhook_overrides,
+        event_webhook: a.event_webhook.clone(),
     };
+    if a.check {
+        let report = waggle::analyze::doctor::doctor(&m, a.canary.as_deref(), &opts);
+        print!("{}", report.render());
+        return Ok(
+            if report.count(waggle::analyze::doctor::Level::Error) == 0 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            },
+        );
+    }
     let mut analysis = Analysis::new(&m, a.canary.as_deref(), &opts).map_err(|e| e.to_string())?;
+    for note in analysis.notes() {
+        println!("{note}");
+    }
     if a.once {
+        if analysis.has_webhooks() {
+            println!("--once runs the metric checks only: no webhook is called");
+        }
         for (name, q) in analysis.queries() {
             println!(
                 "{name}: {}",
@@ -101,6 +146,7 @@ fn analyze(a: AnalyzeArgs) -> Result<std::process::ExitCode, String> {
             },
             messages: checks.iter().filter_map(|c| c.failure.clone()).collect(),
             checks,
+            hooks: Vec::new(),
         };
         println!("{}", it.line());
         let ok = it.checks.iter().all(|c| c.failure.is_none());
@@ -165,7 +211,7 @@ fn init_logging(level: &str, json: bool) {
 
 /// Flagger's flags are Go's, single-dashed (`-mesh-provider kuma`): accept them as written.
 fn go_flags(args: impl Iterator<Item = String>) -> Vec<String> {
-    const GO: [&str; 2] = ["-mesh-provider", "-metrics-server"];
+    const GO: [&str; 3] = ["-mesh-provider", "-metrics-server", "-event-webhook"];
     args.map(|a| {
         let name = a.split('=').next().unwrap_or_default();
         if GO.contains(&name) {

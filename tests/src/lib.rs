@@ -9,6 +9,7 @@ pub mod client;
 pub mod envoy;
 pub mod fuzz;
 pub mod honeycomb;
+pub mod hooks;
 pub mod host;
 pub mod istio;
 pub mod kuma;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use waggle::analyze::canary::Check;
+use waggle::analyze::Check;
 use waggle::analyze::{Analysis, Iteration, Manifests, Options};
 use waggle_tests::canary::{self, Load, Runtime, Side};
 use waggle_tests::prom::Waggle;
@@ -91,6 +91,7 @@ impl Rig {
             templates_use_metrics_server: false,
             interval: Some(Duration::from_secs(3)),
             mesh_provider: "istio".into(),
+            ..Default::default()
         };
         let mut a = Analysis::new(&m, None, &opts).unwrap();
         let mut out = Vec::new();

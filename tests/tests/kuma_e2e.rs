@@ -437,6 +437,7 @@ impl Rollout {
             interval: Some(Duration::from_secs(3)),
             // The Canary's `spec.provider: kuma` picks the observer whatever the flag says.
             mesh_provider: "istio".into(),
+            ..Default::default()
         };
         let mut a = Analysis::new(&m, None, &opts).unwrap();
         assert!(a.queries()[0]

@@ -103,6 +103,7 @@ fn every_canary_renders_with_the_shipped_templates_into_valid_promql() {
             templates_use_metrics_server: false,
             interval: None,
             mesh_provider: "kuma".into(),
+            ..Default::default()
         };
         let a = Analysis::new(&m, None, &opts).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for (_, q) in a.queries() {
@@ -127,6 +128,7 @@ fn every_canary_renders_with_the_shipped_templates_into_valid_promql() {
             templates_use_metrics_server: false,
             interval: None,
             mesh_provider: "istio".into(),
+            ..Default::default()
         };
         let a = Analysis::new(&m, None, &opts).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for (name, q) in a.queries() {

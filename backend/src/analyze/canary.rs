@@ -1,18 +1,19 @@
-//! The analysis loop of Flagger's canary strategy: each interval, roll back once failed checks
-//! reach the threshold; otherwise run every metric check, count a failed iteration, or step the
-//! canary's weight up, and promote once a passing iteration finds it at the maximum.
+//! The analysis loop of Flagger's canary strategy: each interval, roll back when a rollback
+//! webhook says so or once failed checks reach the threshold; otherwise run the rollout webhooks
+//! and every metric check, count a failed iteration, or step the canary's weight up through the
+//! confirm gates, and promote once a passing iteration finds it at the maximum.
 
 use std::time::Duration;
 
-use super::builtin::{metrics_provider, Observer};
-use super::manifest::{Canary, Manifests, Metric};
-use super::provider::{Prometheus, QueryError};
-use super::template::{render, Model};
-use super::units::{go_ms, num};
+use super::check::{plan, run, Check, Plan};
+use super::hooks::{HookReport, Hooks};
+use super::manifest::{Canary, Manifests};
+use super::provider::Prometheus;
+use super::webhook::HookType;
 use super::AnalyzeError;
 use crate::config::parse_duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Flagger's `-metrics-server` (or the Canary's `spec.metricsServer`, which wins).
     pub metrics_server: String,
@@ -23,43 +24,12 @@ pub struct Options {
     pub interval: Option<Duration>,
     /// Flagger's `-mesh-provider` (a Canary's `spec.provider` wins): picks the built-in queries.
     pub mesh_provider: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    SuccessRate,
-    Duration,
-    Custom,
-}
-
-/// One metric, its query rendered once.
-#[derive(Debug, Clone)]
-struct Plan {
-    name: String,
-    kind: Kind,
-    /// `None` when the provider is not Prometheus-compatible (the check is reported, not run).
-    address: Option<String>,
-    provider: String,
-    /// Flagger's metrics provider name (`istio`, `kuma`...), as its no-data events print it.
-    observer: String,
-    query: String,
-    min: Option<f64>,
-    max: Option<f64>,
-}
-
-/// What one metric check found.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub metric: String,
-    pub value: Option<f64>,
-    /// Flagger's message when the check fails.
-    pub failure: Option<String>,
-    /// Why there was no value, from the backend's warnings.
-    pub reason: Option<String>,
-    pub skipped: Option<String>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub unit: &'static str,
+    /// Call no webhook: the loop runs as if the Canary had none.
+    pub skip_webhooks: bool,
+    /// `(name, url)`: call the webhook `name` at `url` instead (a port-forwarded service).
+    pub webhook_overrides: Vec<(String, String)>,
+    /// Flagger's `-event-webhook`: used only when the Canary has no `event` webhook.
+    pub event_webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +47,12 @@ pub enum Decision {
         failed: u32,
         threshold: u32,
     },
+    /// A confirm-* webhook holds the canary where it is; nothing is counted.
+    Wait {
+        hook: String,
+    },
+    /// The confirm-rollout gates passed: the canary is scaled up and the analysis starts next.
+    ScaleUp,
     Rollback,
     Promote,
 }
@@ -87,6 +63,8 @@ impl Decision {
             Decision::Start { .. } => "start",
             Decision::Advance { .. } => "advance",
             Decision::Halt { .. } => "halt",
+            Decision::Wait { .. } => "wait",
+            Decision::ScaleUp => "scale-up",
             Decision::Rollback => "rollback",
             Decision::Promote => "promote",
         }
@@ -99,6 +77,30 @@ pub enum Outcome {
     RolledBack,
 }
 
+/// The Canary's `status.phase`, as webhooks' payloads carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Initialized,
+    Waiting,
+    Progressing,
+    WaitingPromotion,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initialized => "Initialized",
+            Phase::Waiting => "Waiting",
+            Phase::Progressing => "Progressing",
+            Phase::WaitingPromotion => "WaitingPromotion",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Iteration {
     pub number: u32,
@@ -106,11 +108,17 @@ pub struct Iteration {
     pub weight: u32,
     pub checks: Vec<Check>,
     pub decision: Decision,
+    /// Flagger's events, in order.
     pub messages: Vec<String>,
+    /// Every webhook called, with what happened in plain words.
+    pub hooks: Vec<HookReport>,
 }
 
 pub struct Analysis {
-    target: String,
+    /// `<canary>.<namespace>` and `<target>.<namespace>`, as Flagger's messages print them.
+    pub(super) canary: String,
+    pub(super) target: String,
+    target_name: String,
     namespace: String,
     plans: Vec<Plan>,
     interval: Duration,
@@ -121,41 +129,16 @@ pub struct Analysis {
     weight: u32,
     failed: u32,
     iteration: u32,
+    pub(super) phase: Phase,
     outcome: Option<Outcome>,
+    pub(super) hooks: Hooks,
     prom: Prometheus,
-}
-
-fn metric_err(metric: &str, reason: impl Into<String>) -> AnalyzeError {
-    AnalyzeError::Metric {
-        metric: metric.into(),
-        reason: reason.into(),
-    }
 }
 
 impl Analysis {
     /// Prepares the analysis of `canary` (or the only Canary in `m`), rendering every query.
     pub fn new(m: &Manifests, canary: Option<&str>, opts: &Options) -> Result<Self, AnalyzeError> {
-        let c: &Canary = match canary {
-            Some(name) => m
-                .canaries
-                .iter()
-                .find(|c| c.metadata.name == name)
-                .ok_or_else(|| {
-                    AnalyzeError::Canary(format!("no Canary named {name:?} in the manifests"))
-                })?,
-            None => match m.canaries.as_slice() {
-                [one] => one,
-                [] => return Err(AnalyzeError::Canary(
-                    "the manifests hold no Canary (apiVersion flagger.app/v1beta1, kind Canary)"
-                        .into(),
-                )),
-                _ => {
-                    return Err(AnalyzeError::Canary(
-                        "the manifests hold several Canaries: choose one with --canary".into(),
-                    ))
-                }
-            },
-        };
+        let c = pick(m, canary)?;
         let a = &c.spec.analysis;
         if a.iterations.is_some_and(|i| i > 0) {
             return Err(AnalyzeError::Canary("analysis.iterations (A/B testing and blue/green) is not supported; waggle analyze runs the progressive canary strategy".into()));
@@ -172,7 +155,6 @@ impl Analysis {
         }
         let interval = parse_duration(&a.interval)
             .map_err(|e| AnalyzeError::Canary(format!("analysis.interval: {e}")))?;
-        let target = c.spec.target_ref.name.clone();
         let namespace = c.namespace().to_owned();
         let server = c
             .spec
@@ -187,8 +169,11 @@ impl Analysis {
             Some(w) => *w,
             None => a.max_weight.filter(|w| *w > 0).unwrap_or(100),
         };
+        let hooks = Hooks::new(c, opts).map_err(AnalyzeError::Canary)?;
         Ok(Self {
-            target,
+            canary: format!("{}.{namespace}", c.metadata.name),
+            target: format!("{}.{namespace}", c.spec.target_ref.name),
+            target_name: c.spec.target_ref.name.clone(),
             namespace,
             plans,
             interval: opts.interval.unwrap_or(interval),
@@ -199,7 +184,15 @@ impl Analysis {
             weight: 0,
             failed: 0,
             iteration: 0,
+            // Without a confirm-rollout gate, the loop starts where Flagger's does once the new
+            // revision is detected and the canary scaled up.
+            phase: if hooks.has(HookType::ConfirmRollout) {
+                Phase::Initialized
+            } else {
+                Phase::Progressing
+            },
             outcome: None,
+            hooks,
             prom: Prometheus::new().map_err(AnalyzeError::Canary)?,
         })
     }
@@ -214,6 +207,19 @@ impl Analysis {
 
     pub fn outcome(&self) -> Option<Outcome> {
         self.outcome
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// What `--skip-webhooks` and `--webhook-override` changed, one line each.
+    pub fn notes(&self) -> &[String] {
+        self.hooks.notes()
+    }
+
+    pub fn has_webhooks(&self) -> bool {
+        !self.hooks.list().is_empty()
     }
 
     /// The rendered queries, by metric name.
@@ -238,101 +244,10 @@ impl Analysis {
 
     /// Runs every check once, with no effect on the analysis.
     pub fn check(&self) -> Vec<Check> {
-        self.plans.iter().map(|p| self.run(p)).collect()
-    }
-
-    fn run(&self, p: &Plan) -> Check {
-        let unit = match p.kind {
-            Kind::SuccessRate => "%",
-            Kind::Duration => "ms",
-            Kind::Custom => "",
-        };
-        let mut check = Check {
-            metric: p.name.clone(),
-            value: None,
-            failure: None,
-            reason: None,
-            skipped: None,
-            min: p.min,
-            max: p.max,
-            unit,
-        };
-        let Some(address) = &p.address else {
-            check.skipped = Some(format!(
-                "provider {} is not queried by waggle analyze",
-                p.provider
-            ));
-            return check;
-        };
-        let who = format!("{}.{}", self.target, self.namespace);
-        match self.prom.query(address, &p.query) {
-            Ok(v) => {
-                check.value = Some(v);
-                check.failure = match p.kind {
-                    Kind::SuccessRate => match (p.min, p.max) {
-                        (Some(min), _) if v < min => Some(format!(
-                            "Halt {who} advancement success rate {v:.2}% < {}%",
-                            num(min)
-                        )),
-                        (_, Some(max)) if v > max => Some(format!(
-                            "Halt {who} advancement success rate {v:.2}% > {}%",
-                            num(max)
-                        )),
-                        _ => None,
-                    },
-                    Kind::Duration => {
-                        // Flagger truncates to whole milliseconds before comparing.
-                        let ms = v.trunc();
-                        match (p.min, p.max) {
-                            (Some(min), _) if ms < min => Some(format!(
-                                "Halt {who} advancement request duration {} < {}",
-                                go_ms(ms),
-                                go_ms(min)
-                            )),
-                            (_, Some(max)) if ms > max => Some(format!(
-                                "Halt {who} advancement request duration {} > {}",
-                                go_ms(ms),
-                                go_ms(max)
-                            )),
-                            _ => None,
-                        }
-                    }
-                    Kind::Custom => match (p.min, p.max) {
-                        (Some(min), _) if v < min => Some(format!(
-                            "Halt {who} advancement {} {v:.2} < {}",
-                            p.name,
-                            num(min)
-                        )),
-                        (_, Some(max)) if v > max => Some(format!(
-                            "Halt {who} advancement {} {v:.2} > {}",
-                            p.name,
-                            num(max)
-                        )),
-                        _ => None,
-                    },
-                };
-            }
-            Err(QueryError::NoValues { warnings }) => {
-                let flagger = match p.kind {
-                    Kind::SuccessRate => format!("Halt advancement no values found for {} metric {} probably {who} is not receiving traffic: no values found", p.observer, p.name),
-                    Kind::Duration => format!("Halt advancement no values found for {} metric {} probably {who} is not receiving traffic", p.observer, p.name),
-                    Kind::Custom => format!("Halt advancement no values found for custom metric: {}: no values found", p.name),
-                };
-                check.reason = Some(if warnings.is_empty() {
-                    "the backend gave no reason".into()
-                } else {
-                    warnings.join("; ")
-                });
-                check.failure = Some(flagger);
-            }
-            Err(e) => {
-                check.failure = Some(match p.kind {
-                    Kind::Custom => format!("Metric query failed for {}: {e}", p.name),
-                    _ => format!("Prometheus query failed for {}: {e}", p.name),
-                });
-            }
-        }
-        check
+        self.plans
+            .iter()
+            .map(|p| run(&self.prom, p, &self.canary, &self.target))
+            .collect()
     }
 
     /// One interval of the loop; does nothing more once promoted or rolled back.
@@ -347,8 +262,8 @@ impl Analysis {
                 threshold: self.threshold,
             },
             messages: Vec::new(),
+            hooks: Vec::new(),
         };
-        let who = format!("{}.{}", self.target, self.namespace);
         if let Some(o) = self.outcome {
             it.decision = match o {
                 Outcome::Promoted => Decision::Promote,
@@ -356,190 +271,167 @@ impl Analysis {
             };
             return it;
         }
+        let (canary, target) = (self.canary.clone(), self.target.clone());
+        if matches!(self.phase, Phase::Initialized | Phase::Waiting) {
+            if let Err(hook) = self.gate(&mut it, HookType::ConfirmRollout) {
+                if self.phase != Phase::Waiting {
+                    self.phase = Phase::Waiting;
+                    self.event(
+                        &mut it,
+                        format!("Halt {canary} advancement waiting for approval {hook}"),
+                    );
+                }
+                it.decision = Decision::Wait { hook };
+                return it;
+            }
+            self.phase = Phase::Progressing;
+            self.event(
+                &mut it,
+                format!("New revision detected! Scaling up {target}"),
+            );
+            it.decision = Decision::ScaleUp;
+            return it;
+        }
+        if self.rollback_signalled(&mut it) {
+            self.event(
+                &mut it,
+                format!("Rolling back {canary} manual webhook invoked"),
+            );
+            self.rollback(&mut it);
+            return it;
+        }
         if self.failed >= self.threshold {
-            it.messages.push(format!(
-                "Rolling back {who} failed checks threshold reached {}",
-                self.failed
-            ));
-            it.messages
-                .push(format!("Canary failed! Scaling down {who}"));
-            self.weight = 0;
-            self.outcome = Some(Outcome::RolledBack);
-            it.weight = 0;
-            it.decision = Decision::Rollback;
+            self.rollback(&mut it);
             return it;
         }
-        if self.weight == 0 {
-            it.messages
-                .push(format!("Starting canary analysis for {who}"));
-            self.weight = self.next_weight();
-            it.messages
-                .push(format!("Advance {who} canary weight {}", self.weight));
-            it.weight = self.weight;
-            it.decision = Decision::Start {
-                weight: self.weight,
-            };
-            return it;
-        }
-        it.checks = self.check();
-        if let Some(first) = it.checks.iter().find_map(|c| c.failure.clone()) {
+        let passed = if self.weight == 0 {
+            self.event(&mut it, format!("Starting canary analysis for {target}"));
+            self.pre_rollout(&mut it)
+        } else {
+            self.rollout(&mut it) && {
+                it.checks = self.check();
+                match it.checks.iter().find_map(|c| c.failure.clone()) {
+                    Some(first) => {
+                        self.event(&mut it, first);
+                        false
+                    }
+                    None => true,
+                }
+            }
+        };
+        if !passed {
             self.failed += 1;
-            it.messages.push(first);
             it.decision = Decision::Halt {
                 failed: self.failed,
                 threshold: self.threshold,
             };
             return it;
         }
+        if self.phase != Phase::WaitingPromotion {
+            if let Err(hook) = self.gate(&mut it, HookType::ConfirmTrafficIncrease) {
+                self.event(
+                    &mut it,
+                    format!(
+                        "Halt {canary} advancement waiting for traffic increase approval {hook}"
+                    ),
+                );
+                it.decision = Decision::Wait { hook };
+                return it;
+            }
+        }
         if self.weight < self.max_weight {
             let from = self.weight;
             self.weight = self.next_weight();
-            it.messages
-                .push(format!("Advance {who} canary weight {}", self.weight));
+            self.event(
+                &mut it,
+                format!("Advance {canary} canary weight {}", self.weight),
+            );
             it.weight = self.weight;
-            it.decision = Decision::Advance {
-                from,
-                to: self.weight,
+            it.decision = if from == 0 {
+                Decision::Start {
+                    weight: self.weight,
+                }
+            } else {
+                Decision::Advance {
+                    from,
+                    to: self.weight,
+                }
             };
-        } else {
-            it.messages.push(format!(
-                "Copying {who} template spec to {}-primary.{}",
-                self.target, self.namespace
-            ));
-            it.messages
-                .push(format!("Promotion completed! Scaling down {who}"));
-            self.weight = 0;
-            self.outcome = Some(Outcome::Promoted);
-            it.weight = 0;
-            it.decision = Decision::Promote;
+            return it;
         }
+        if let Err(hook) = self.gate(&mut it, HookType::ConfirmPromotion) {
+            if self.phase != Phase::WaitingPromotion {
+                self.phase = Phase::WaitingPromotion;
+                self.event(
+                    &mut it,
+                    format!("Halt {canary} advancement waiting for promotion approval {hook}"),
+                );
+            }
+            it.decision = Decision::Wait { hook };
+            return it;
+        }
+        self.event(
+            &mut it,
+            format!(
+                "Copying {target} template spec to {}-primary.{}",
+                self.target_name, self.namespace
+            ),
+        );
+        self.phase = Phase::Succeeded;
+        self.post_rollout(&mut it);
+        self.event(
+            &mut it,
+            format!("Promotion completed! Scaling down {target}"),
+        );
+        self.weight = 0;
+        self.outcome = Some(Outcome::Promoted);
+        it.weight = 0;
+        it.decision = Decision::Promote;
         it
+    }
+
+    /// Flagger's `rollback()`: traffic back to the primary, the canary scaled down, the phase
+    /// `Failed`, then the post-rollout hooks.
+    fn rollback(&mut self, it: &mut Iteration) {
+        let canary = self.canary.clone();
+        if self.failed >= self.threshold {
+            self.event(
+                it,
+                format!(
+                    "Rolling back {canary} failed checks threshold reached {}",
+                    self.failed
+                ),
+            );
+        }
+        self.phase = Phase::Failed;
+        self.event(it, format!("Canary failed! Scaling down {canary}"));
+        self.post_rollout(it);
+        self.weight = 0;
+        self.outcome = Some(Outcome::RolledBack);
+        it.weight = 0;
+        it.decision = Decision::Rollback;
     }
 }
 
-fn plan(
-    c: &Canary,
-    metric: &Metric,
-    m: &Manifests,
-    opts: &Options,
-    server: &str,
-) -> Result<Plan, AnalyzeError> {
-    let name = metric.name.clone();
-    let builtin_interval = metric.interval.clone().unwrap_or_else(|| "1m".into());
-    let target = c.spec.target_ref.name.clone();
-    let svc = c
-        .spec
-        .service
-        .as_ref()
-        .and_then(|s| s.name.clone())
-        .unwrap_or_else(|| target.clone());
-    let model = |interval: String| Model {
-        name: c.metadata.name.clone(),
-        namespace: c.namespace().to_owned(),
-        target: target.clone(),
-        service: svc.clone(),
-        ingress: c
-            .spec
-            .ingress_ref
-            .as_ref()
-            .map_or_else(|| target.clone(), |r| r.name.clone()),
-        route: c
-            .spec
-            .route_ref
-            .as_ref()
-            .map_or_else(|| target.clone(), |r| r.name.clone()),
-        interval,
-        variables: metric.template_variables.clone(),
-    };
-    let range = metric.threshold_range.clone().unwrap_or_default();
-    let target_kind = c.spec.target_ref.kind.as_deref().unwrap_or_default();
-    let observer_name =
-        metrics_provider(&opts.mesh_provider, c.spec.provider.as_deref(), target_kind);
-    let (kind, provider, address, template) = if let Some(r) = &metric.template_ref {
-        let ns = r
-            .namespace
-            .clone()
-            .unwrap_or_else(|| c.namespace().to_owned());
-        let t = m.template(&r.name, &ns).ok_or_else(|| {
-            metric_err(
-                &name,
-                format!(
-                    "Metric template {}.{} error: not found in the manifests",
-                    r.name, ns
-                ),
-            )
-        })?;
-        let address = if t.spec.provider.kind == "prometheus" {
-            if opts.templates_use_metrics_server {
-                Some(server.to_owned())
-            } else {
-                Some(t.spec.provider.address.clone().ok_or_else(|| {
-                    metric_err(&name, format!("Metric template {}.{} provider prometheus error: prometheus address  is not a valid URL", r.name, ns))
-                })?)
-            }
-        } else {
-            None
-        };
-        (
-            Kind::Custom,
-            t.spec.provider.kind.clone(),
-            address,
-            t.spec.query.clone(),
-        )
-    } else if let Some(q) = &metric.query {
-        (
-            Kind::Custom,
-            "prometheus".to_owned(),
-            Some(server.to_owned()),
-            q.clone(),
-        )
-    } else {
-        let kind =
-            match name.as_str() {
-                "request-success-rate" => Kind::SuccessRate,
-                "request-duration" => Kind::Duration,
-                _ => return Err(metric_err(
-                    &name,
-                    "Metric query failed for no usable metrics template and query were configured",
-                )),
-            };
-        let observer = Observer::of(&observer_name);
-        let (rate, duration) = observer.queries().map_err(|e| metric_err(&name, e))?;
-        let query = if kind == Kind::SuccessRate {
-            rate
-        } else {
-            duration
-        };
-        (
-            kind,
-            "prometheus".into(),
-            Some(server.to_owned()),
-            query.to_owned(),
-        )
-    };
-    // Built-ins default their window to 1m; templates get the interval as written (Flagger does
-    // not default it there, so an empty one renders `[]`, a parse error).
-    let interval = match kind {
-        Kind::Custom => metric.interval.clone().unwrap_or_default(),
-        _ => builtin_interval,
-    };
-    let query = render(&template, &model(interval))
-        .map_err(|e| metric_err(&name, format!("query render error: {e}")))?;
-    let (min, max) = match (range.min, range.max, metric.threshold) {
-        (None, None, Some(t)) if kind == Kind::SuccessRate => (Some(t), None),
-        (None, None, Some(t)) => (None, Some(t)),
-        (min, max, _) => (min, max),
-    };
-    Ok(Plan {
-        name,
-        kind,
-        address,
-        provider,
-        observer: observer_name,
-        query,
-        min,
-        max,
-    })
+pub(super) fn pick<'m>(m: &'m Manifests, canary: Option<&str>) -> Result<&'m Canary, AnalyzeError> {
+    match canary {
+        Some(name) => m
+            .canaries
+            .iter()
+            .find(|c| c.metadata.name == name)
+            .ok_or_else(|| {
+                AnalyzeError::Canary(format!("no Canary named {name:?} in the manifests"))
+            }),
+        None => match m.canaries.as_slice() {
+            [one] => Ok(one),
+            [] => Err(AnalyzeError::Canary(
+                "the manifests hold no Canary (apiVersion flagger.app/v1beta1, kind Canary)".into(),
+            )),
+            _ => Err(AnalyzeError::Canary(
+                "the manifests hold several Canaries: choose one with --canary".into(),
+            )),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -560,6 +452,7 @@ mod tests {
             templates_use_metrics_server: false,
             interval: None,
             mesh_provider: "istio".into(),
+            ..Options::default()
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::canary::{Decision, Iteration};
 use super::units::num;
+use super::webhook::HookType;
 
 impl Iteration {
     /// One line: every metric's value against its threshold, and the decision.
@@ -32,16 +33,35 @@ impl Iteration {
             Decision::Halt { failed, threshold } => {
                 format!("halt ({failed}/{threshold} failed checks)")
             }
+            Decision::Wait { hook } => format!("wait: webhook {hook} holds the gate"),
+            Decision::ScaleUp => "scale up: confirm-rollout passed, analysis starts next".into(),
             Decision::Rollback => "ROLLBACK".into(),
             Decision::Promote => "PROMOTE".into(),
         };
         s.push_str("=> ");
         s.push_str(&d);
-        for m in &self.messages {
-            if matches!(self.decision, Decision::Halt { .. }) {
-                s.push_str("\n      ");
-                s.push_str(m);
-            }
+        // The decision says what a plain start or advance did; anything else shows its events.
+        let plain = matches!(
+            self.decision,
+            Decision::Start { .. } | Decision::Advance { .. }
+        ) && self.hooks.is_empty();
+        for m in self.messages.iter().filter(|_| !plain) {
+            s.push_str("\n      ");
+            s.push_str(m);
+        }
+        for h in &self.hooks {
+            s.push_str(&format!(
+                "\n      webhook {} ({}) {}: {}",
+                h.name,
+                h.kind.as_str(),
+                match (h.kind, h.passed) {
+                    (HookType::Rollback, true) => "signals a rollback",
+                    (HookType::Rollback, false) => "signals nothing",
+                    (_, true) => "passed",
+                    (_, false) => "FAILED",
+                },
+                h.plain
+            ));
         }
         for c in &self.checks {
             if let Some(r) = &c.reason {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::webhook::Webhook;
 use super::AnalyzeError;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +72,8 @@ pub struct Analysis {
     pub iterations: Option<u32>,
     #[serde(default)]
     pub metrics: Vec<Metric>,
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +103,11 @@ pub struct ServiceSpec {
 pub struct Canary {
     pub metadata: Metadata,
     pub spec: CanarySpec,
+    /// The webhooks' `checksum`: stable for one spec, different when it changes. Flagger hashes
+    /// its status fields (which only a cluster has) the same way: FNV-32a, then Kubernetes'
+    /// `rand.SafeEncodeString` of the decimal sum.
+    #[serde(skip)]
+    pub checksum: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,9 +170,12 @@ impl Manifests {
                 continue;
             }
             match kind {
-                "Canary" => self
-                    .canaries
-                    .push(serde_yaml::from_value(value).map_err(|e| bad(i, e))?),
+                "Canary" => {
+                    let sum = checksum(&serde_json::to_vec(&value.get("spec")).unwrap_or_default());
+                    let mut c: Canary = serde_yaml::from_value(value).map_err(|e| bad(i, e))?;
+                    c.checksum = sum;
+                    self.canaries.push(c);
+                }
                 "MetricTemplate" => self
                     .templates
                     .push(serde_yaml::from_value(value).map_err(|e| bad(i, e))?),
@@ -178,5 +189,38 @@ impl Manifests {
         self.templates
             .iter()
             .find(|t| t.metadata.name == name && t.namespace() == namespace)
+    }
+}
+
+fn checksum(bytes: &[u8]) -> String {
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let sum = bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    sum.to_string()
+        .bytes()
+        .map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_follows_the_spec() {
+        let doc = |w: u32| {
+            format!("apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: a}}\nspec:\n  targetRef: {{name: a}}\n  analysis: {{interval: 1m, stepWeight: {w}}}\n")
+        };
+        let mut m = Manifests::default();
+        for w in [10, 10, 20] {
+            m.add_yaml("t", &doc(w)).unwrap();
+        }
+        let sums: Vec<&str> = m.canaries.iter().map(|c| c.checksum.as_str()).collect();
+        assert_eq!(sums[0], sums[1]);
+        assert_ne!(sums[0], sums[2]);
+        assert!(sums[0].len() >= 8, "{}", sums[0]);
+        // FNV-32a of "a" is 0xe40c292c = 3826002220; its digits map into the alphabet.
+        assert_eq!(checksum(b"a"), "7d6b446664");
     }
 }

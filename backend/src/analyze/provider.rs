@@ -63,10 +63,14 @@ impl Prometheus {
         let url = format!("{}/api/v1/query", address.trim_end_matches('/'));
         let resp = self
             .http
-            .get(url)
+            .get(&url)
             .query(&[("query", q.as_str())])
             .send()
-            .map_err(|e| QueryError::Request(crate::honeycomb::client::error_chain(&e)))?;
+            .map_err(|e| {
+                // The query string is long and already shown beside the check: name the endpoint.
+                let chain = crate::honeycomb::client::error_chain(&e.without_url());
+                QueryError::Request(format!("Get {url:?}: {chain}"))
+            })?;
         let status = resp.status();
         let body = resp
             .text()

@@ -1,4 +1,7 @@
-//! Numbers and durations as Flagger's messages print them (Go's `%v` and `time.Duration`).
+//! Numbers and durations as Flagger's messages print them (Go's `%v` and `time.Duration`), and
+//! Go's `time.ParseDuration`, which reads a webhook's `timeout`.
+
+use std::time::Duration;
 
 /// A number as Go's `%v` prints a float64 threshold (no trailing `.0`).
 pub fn num(v: f64) -> String {
@@ -28,6 +31,56 @@ pub fn go_ms(ms: f64) -> String {
     }
 }
 
+/// Go's `time.ParseDuration`, with its error texts; a negative duration is zero (Go's HTTP
+/// client treats both as "no timeout").
+pub fn go_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("time: invalid duration {text:?}");
+    let mut s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let negative = text.starts_with('-');
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut nanos: f64 = 0.0;
+    while !s.is_empty() {
+        let number = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (n, rest) = s.split_at(number);
+        if n.is_empty() || n == "." || n.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let (unit, rest) = rest.split_at(unit_len);
+        if unit.is_empty() {
+            return Err(format!("time: missing unit in duration {text:?}"));
+        }
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(format!("time: unknown unit {unit:?} in duration {text:?}")),
+        };
+        let v: f64 = n.parse().map_err(|_| invalid())?;
+        nanos += v * scale;
+        s = rest;
+    }
+    if nanos > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    if negative {
+        return Ok(Duration::ZERO);
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +97,22 @@ mod tests {
             assert_eq!(go_ms(ms), want);
         }
         assert_eq!(num(99.0), "99");
+        let parsed = [
+            ("10s", Ok(Duration::from_secs(10))),
+            ("1m30s", Ok(Duration::from_secs(90))),
+            ("1.5s", Ok(Duration::from_millis(1500))),
+            ("250ms", Ok(Duration::from_millis(250))),
+            ("2h", Ok(Duration::from_secs(7200))),
+            ("0", Ok(Duration::ZERO)),
+            ("-5s", Ok(Duration::ZERO)),
+            ("abc", Err("time: invalid duration \"abc\"")),
+            ("10", Err("time: missing unit in duration \"10\"")),
+            ("1d", Err("time: unknown unit \"d\" in duration \"1d\"")),
+            ("", Err("time: invalid duration \"\"")),
+        ];
+        for (text, want) in parsed {
+            assert_eq!(go_duration(text), want.map_err(str::to_owned), "{text}");
+        }
         assert_eq!(num(99.5), "99.5");
     }
 }

@@ -14,6 +14,33 @@ use crate::promql::format::timestamp;
 use crate::promql::Options;
 use crate::store::is_stale;
 
+#[cfg(test)]
+mod cases;
+mod nearest;
+mod ratio;
+
+/// The query's time range and staleness lookback, for deciding whether a selector has data.
+struct Window {
+    start: i64,
+    end: i64,
+    lookback_ms: i64,
+    now: i64,
+}
+
+/// Whether the selector matches a series with a sample in its window (false once the budget is
+/// spent: the caller then says nothing rather than something unsure).
+fn has_data(lock: &Lock, vs: &VectorSelector, range: i64, w: &Window, budget: &mut Budget) -> bool {
+    let ids = lock.read().select(&matchers(vs));
+    if !budget.spend(ids.len() as u64 + 1) {
+        return false;
+    }
+    let window = if range > 0 { range } else { w.lookback_ms };
+    let from = w.start.saturating_sub(window);
+    let store = lock.read();
+    ids.iter()
+        .any(|id| store.has_sample(*id, from, w.end, w.now))
+}
+
 fn selectors<'e>(e: &'e Expr, out: &mut Vec<(&'e VectorSelector, i64)>) {
     match e {
         Expr::VectorSelector(vs) => out.push((vs, 0)),
@@ -181,6 +208,13 @@ pub fn why_empty(
     let mut sels = Vec::new();
     selectors(e, &mut sels);
     let mut out = Vec::new();
+    let w = Window {
+        start,
+        end,
+        lookback_ms: opts.lookback_ms,
+        now,
+    };
+    out.extend(ratio::empty_numerator(lock, e, &w, &mut budget));
     for (vs, range) in sels {
         let ms = matchers(vs);
         let shown = if range > 0 {
@@ -310,6 +344,11 @@ fn no_series(lock: &Lock, shown: &str, ms: &[Matcher], budget: &mut Budget) -> S
                 ids.len(),
                 describe(m)
             );
+        }
+    }
+    if let Some(n) = &name {
+        if let Some(why) = nearest::nearest(lock, shown, ms, n, budget) {
+            return why;
         }
     }
     format!("{shown} matched no series, and no single label matcher is to blame: check every label")

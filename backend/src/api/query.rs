@@ -2,6 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+/// How the `/flagger` prefix begins the error text of an empty or NaN answer.
+pub const NO_VALUES: &str = "waggle: no values: ";
+
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
@@ -161,7 +164,7 @@ async fn run(st: &Shared, q: Query) -> Result<Response, ApiError> {
         };
         return Err(ApiError::new(
             ErrorType::Execution,
-            format!("waggle: no values: {why}"),
+            format!("{NO_VALUES}{why}"),
         ));
     }
     Ok(ok(body, &warnings))

@@ -150,6 +150,7 @@ fn main() -> Result<()> {
         templates_use_metrics_server: true,
         interval: None,
         mesh_provider: "istio".into(),
+        ..Default::default()
     };
     let mut analysis = Analysis::new(&manifests, None, &opts)?;
     let started = Instant::now();
