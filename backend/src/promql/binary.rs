@@ -154,6 +154,11 @@ fn vector_vector(
     return_bool: bool,
     ts: i64,
 ) -> Result<Vec<Sample>> {
+    // Prometheus returns before matching when a side is empty, so duplicates on the other side
+    // are an error only at steps where both sides have samples.
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(Vec::new());
+    }
     let one_to_many = matches!(m.card, VectorMatchCardinality::OneToMany(_));
     let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
     let mut right: HashMap<Labels, &Sample> =

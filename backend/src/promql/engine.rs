@@ -37,9 +37,8 @@ pub struct Evaluator<'a> {
     loaded: Cell<usize>,
     /// Per selector node (by address): everything it can need for this query, fetched once.
     cache: RefCell<FxHashMap<usize, std::rc::Rc<Vec<Selected>>>>,
-    /// How far before `start` (and after `end`) any selector may look, from the AST.
-    margin_before: i64,
-    margin_after: i64,
+    /// Per selector node (by address): the window of samples it can read, from the AST.
+    windows: FxHashMap<usize, (i64, i64)>,
 }
 
 /// Longest duration the engine works with (about 36 million years): with times bounded by
@@ -70,36 +69,67 @@ pub fn system_time_ms(t: &SystemTime) -> i64 {
     }
 }
 
-/// (before, after) margins of the selectors under `e`.
-fn margins(e: &Expr, lookback: i64) -> (i64, i64) {
-    // An instant selector looks back `lookback`; a range selector exactly its range.
-    let sel = |vs: &VectorSelector, range: i64| {
-        let off = offset_ms(&vs.offset);
-        let back = if range > 0 { range } else { lookback };
-        ((back + off.max(0)).max(0), (-off).max(0))
-    };
-    let max2 = |a: (i64, i64), b: (i64, i64)| (a.0.max(b.0), a.1.max(b.1));
-    match e {
-        Expr::VectorSelector(vs) => sel(vs, 0),
-        Expr::MatrixSelector(ms) => sel(&ms.vs, duration_ms(&ms.range)),
-        Expr::Aggregate(a) => max2(
-            margins(&a.expr, lookback),
-            a.param.as_ref().map_or((0, 0), |p| margins(p, lookback)),
-        ),
-        Expr::Unary(u) => margins(&u.expr, lookback),
-        Expr::Binary(b) => max2(margins(&b.lhs, lookback), margins(&b.rhs, lookback)),
-        Expr::Paren(p) => margins(&p.expr, lookback),
-        Expr::Subquery(s) => {
-            let (b, a) = margins(&s.expr, lookback);
-            let off = offset_ms(&s.offset);
-            (b + duration_ms(&s.range) + off.max(0), a + (-off).max(0))
+/// Where a subexpression is evaluated: the query's range, and the interval of evaluation times
+/// (a subquery's steps, or one pinned time under `@`).
+struct Reach {
+    start: i64,
+    end: i64,
+    lookback: i64,
+}
+
+impl Reach {
+    fn at(&self, at: &Option<AtModifier>, ts: (i64, i64)) -> (i64, i64) {
+        match at {
+            Some(AtModifier::Start) => (self.start, self.start),
+            Some(AtModifier::End) => (self.end, self.end),
+            Some(AtModifier::At(t)) => (system_time_ms(t), system_time_ms(t)),
+            None => ts,
         }
-        Expr::Call(c) => c
-            .args
-            .args
-            .iter()
-            .fold((0, 0), |acc, a| max2(acc, margins(a, lookback))),
-        _ => (0, 0),
+    }
+
+    /// The window each selector under `e` reads when `e` is evaluated at times `ts`, by node
+    /// address: a selector under a pinned subquery reads around the pinned time, not the
+    /// query's.
+    fn windows(&self, e: &Expr, ts: (i64, i64), out: &mut FxHashMap<usize, (i64, i64)>) {
+        let mut sel = |vs: &VectorSelector, range: i64| {
+            let (lo, hi) = self.at(&vs.at, ts);
+            let off = offset_ms(&vs.offset);
+            let back = if range > 0 { range } else { self.lookback };
+            let w = (
+                lo.saturating_sub(off).saturating_sub(back),
+                hi.saturating_sub(off),
+            );
+            let key = vs as *const VectorSelector as usize;
+            let e = out.entry(key).or_insert(w);
+            *e = (e.0.min(w.0), e.1.max(w.1));
+        };
+        match e {
+            Expr::VectorSelector(vs) => sel(vs, 0),
+            Expr::MatrixSelector(ms) => sel(&ms.vs, duration_ms(&ms.range)),
+            Expr::Aggregate(a) => {
+                self.windows(&a.expr, ts, out);
+                if let Some(p) = &a.param {
+                    self.windows(p, ts, out);
+                }
+            }
+            Expr::Unary(u) => self.windows(&u.expr, ts, out),
+            Expr::Binary(b) => {
+                self.windows(&b.lhs, ts, out);
+                self.windows(&b.rhs, ts, out);
+            }
+            Expr::Paren(p) => self.windows(&p.expr, ts, out),
+            Expr::Subquery(s) => {
+                let (lo, hi) = self.at(&s.at, ts);
+                let off = offset_ms(&s.offset);
+                let inner = (
+                    lo.saturating_sub(off).saturating_sub(duration_ms(&s.range)),
+                    hi.saturating_sub(off),
+                );
+                self.windows(&s.expr, inner, out);
+            }
+            Expr::Call(c) => c.args.args.iter().for_each(|a| self.windows(a, ts, out)),
+            _ => {}
+        }
     }
 }
 
@@ -112,7 +142,13 @@ impl<'a> Evaluator<'a> {
         expr: &Expr,
         opts: Options,
     ) -> Self {
-        let (margin_before, margin_after) = margins(expr, opts.lookback_ms);
+        let mut windows = FxHashMap::default();
+        Reach {
+            start,
+            end,
+            lookback: opts.lookback_ms,
+        }
+        .windows(expr, (start, end), &mut windows);
         Self {
             store,
             now_ms,
@@ -121,8 +157,7 @@ impl<'a> Evaluator<'a> {
             opts,
             loaded: Cell::new(0),
             cache: RefCell::new(FxHashMap::default()),
-            margin_before,
-            margin_after,
+            windows,
         }
     }
 
@@ -160,21 +195,17 @@ impl<'a> Evaluator<'a> {
     }
 
     /// All series of a selector with their samples over the query's window.
-    fn fetch(&self, vs: &VectorSelector, ts_hint: i64) -> Result<std::rc::Rc<Vec<Selected>>> {
+    fn fetch(&self, vs: &VectorSelector) -> Result<std::rc::Rc<Vec<Selected>>> {
         let key = vs as *const VectorSelector as usize;
         if let Some(hit) = self.cache.borrow().get(&key) {
             return Ok(hit.clone());
         }
-        let (lo, hi) = match &vs.at {
-            Some(_) => {
-                let t = self.at(&vs.at, ts_hint);
-                (t - self.margin_before, t + self.margin_after)
-            }
-            None => (
-                self.start - self.margin_before,
-                self.end + self.margin_after,
-            ),
-        };
+        // A selector not in the tree `new` saw (none today) reads the query's own window.
+        let (lo, hi) = self
+            .windows
+            .get(&key)
+            .copied()
+            .unwrap_or((self.start.saturating_sub(self.opts.lookback_ms), self.end));
         let mut matchers = vs.matchers.matchers.clone();
         if let Some(name) = &vs.name {
             if !matchers
@@ -209,7 +240,7 @@ impl<'a> Evaluator<'a> {
     /// Instant selection: the newest sample in `[t - lookback, t]`, unless it is a stale marker.
     pub(crate) fn select_instant(&self, vs: &VectorSelector, ts: i64) -> Result<Vec<Sample>> {
         let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
-        let series = self.fetch(vs, ts)?;
+        let series = self.fetch(vs)?;
         let mut out = Vec::new();
         for s in series.iter() {
             let i = s.samples.partition_point(|(st, _)| *st <= t);
@@ -234,7 +265,7 @@ impl<'a> Evaluator<'a> {
         ts: i64,
     ) -> Result<Vec<Series>> {
         let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
-        let series = self.fetch(vs, ts)?;
+        let series = self.fetch(vs)?;
         let mut out = Vec::new();
         for s in series.iter() {
             let from = s.samples.partition_point(|(st, _)| *st < t - range);

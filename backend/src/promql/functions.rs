@@ -679,6 +679,11 @@ fn range_function(
             let end = ev.at(&ms.vs.at, ts) - offset_of(&ms.vs.offset);
             (end - range_ms, end)
         }
+        // A subquery's window ends where its steps do: at its `@`, less its offset.
+        Some(Expr::Subquery(sq)) => {
+            let end = ev.at(&sq.at, ts) - offset_of(&sq.offset);
+            (end - range_ms, end)
+        }
         _ => (ts - range_ms, ts),
     };
     let mut out = Vec::new();
