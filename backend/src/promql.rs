@@ -7,6 +7,7 @@ pub mod engine;
 pub mod format;
 pub mod functions;
 pub mod pool;
+pub mod syntax;
 pub mod value;
 
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality};
@@ -19,8 +20,12 @@ pub use value::{EvalError, Sample, Series, Value};
 pub fn parse(query: &str) -> Result<Expr, String> {
     depth::check(query)?;
     functions::register_2_42_functions();
-    let expr = promql_parser::parser::parse(query)?;
-    check_dialect(&expr)?;
+    let expr =
+        promql_parser::parser::parse(query).map_err(|e| syntax::prometheus_text(query, &e))?;
+    check_dialect(&expr).map_err(|e| syntax::prometheus_text(query, &e))?;
+    if let Some(e) = syntax::unitless_duration(query) {
+        return Err(e);
+    }
     Ok(expr)
 }
 

@@ -373,8 +373,8 @@ fn api_errors_match_prometheus() {
     let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str)> = vec![
         ("query", vec![], 400, "invalid parameter \"query\": 1:1: parse error: no expression found in input"),
         ("query", vec![("query", "up"), ("time", "x")], 400, "invalid parameter \"time\": cannot parse \"x\" to a valid timestamp"),
-        ("query", vec![("query", "sum(")], 400, "invalid parameter \"query\""),
-        ("query", vec![("query", "foo(1)")], 400, "invalid parameter \"query\": unknown function with name"),
+        ("query", vec![("query", "sum(")], 400, "invalid parameter \"query\": 1:5: parse error: unclosed left parenthesis"),
+        ("query", vec![("query", "foo(1)")], 400, "invalid parameter \"query\": 1:1: parse error: unknown function with name \"foo\""),
         ("query_range", vec![("query", "up"), ("start", "10"), ("end", "5"), ("step", "1")], 400, "invalid parameter \"end\": end timestamp must not be before start time"),
         ("query_range", vec![("query", "up"), ("start", "1"), ("end", "5"), ("step", "0")], 400, "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"),
         ("query_range", vec![("query", "up"), ("start", "1"), ("end", "5")], 400, "invalid parameter \"step\""),
