@@ -6,6 +6,7 @@ pub mod depth;
 pub mod engine;
 pub mod format;
 pub mod functions;
+pub mod over_time;
 pub mod pool;
 pub mod syntax;
 pub mod value;

@@ -10,6 +10,7 @@ pub mod durability;
 pub mod freshness;
 pub mod host_calls;
 pub mod remote_write;
+pub mod traffic;
 
 /// (min, median, max).
 pub fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

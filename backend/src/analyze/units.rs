@@ -3,13 +3,23 @@
 
 use std::time::Duration;
 
-/// A number as Go's `%v` prints a float64 threshold (no trailing `.0`).
+/// A number as Go's `%v` prints a float64 threshold: shortest digits, an exponent below 1e-4
+/// and from 1e21 (`1e+21`, `1.5e-05`), `+Inf`, `NaN`.
 pub fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+    if v.is_nan() {
+        return "NaN".into();
     }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let a = v.abs();
+    if a != 0.0 && !(1e-4..1e21).contains(&a) {
+        let s = format!("{v:e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = e.strip_prefix('-').map_or(("+", e), |d| ("-", d));
+        return format!("{m}e{sign}{digits:0>2}");
+    }
+    format!("{v}")
 }
 
 /// Milliseconds as Go's `time.Duration` prints them: `312ms`, `1.5s`, `2m0s`.
@@ -45,13 +55,20 @@ pub fn go_duration(text: &str) -> Result<Duration, String> {
     }
     let mut nanos: f64 = 0.0;
     while !s.is_empty() {
-        let number = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
-        let (n, rest) = s.split_at(number);
-        if n.is_empty() || n == "." || n.matches('.').count() > 1 {
+        // Go's grammar: [0-9]*(\.[0-9]*)? then a unit, which runs to the next digit or '.'.
+        let int = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let mut end = int;
+        if s[int..].starts_with('.') {
+            end = int
+                + 1
+                + s[int + 1..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(s.len() - int - 1);
+        }
+        if int == 0 && end <= 1 {
             return Err(invalid());
         }
+        let (n, rest) = s.split_at(end);
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
@@ -93,6 +110,10 @@ mod tests {
             (500.0, "500ms"),
             (120_000.0, "2m0s"),
             (61_500.0, "1m1.5s"),
+            (999.0, "999ms"),
+            (1000.0, "1s"),
+            (60_000.0, "1m0s"),
+            (3_600_000.0, "1h0m0s"),
         ] {
             assert_eq!(go_ms(ms), want);
         }
@@ -109,10 +130,28 @@ mod tests {
             ("10", Err("time: missing unit in duration \"10\"")),
             ("1d", Err("time: unknown unit \"d\" in duration \"1d\"")),
             ("", Err("time: invalid duration \"\"")),
+            (".s", Err("time: invalid duration \".s\"")),
+            ("1.s", Ok(Duration::from_secs(1))),
+            (".5s", Ok(Duration::from_millis(500))),
+            ("1.2.3s", Err("time: missing unit in duration \"1.2.3s\"")),
         ];
         for (text, want) in parsed {
             assert_eq!(go_duration(text), want.map_err(str::to_owned), "{text}");
         }
         assert_eq!(num(99.5), "99.5");
+        for (v, want) in [
+            (-3.0, "-3"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (0.0001, "0.0001"),
+            (1.5e-5, "1.5e-05"),
+            (-2e-7, "-2e-07"),
+            (0.0, "0"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+        ] {
+            assert_eq!(num(v), want, "{v}");
+        }
     }
 }

@@ -24,7 +24,23 @@ pub struct Options {
 /// One series as selected: labels and the samples of the query's whole window.
 pub(crate) struct Selected {
     pub labels: Labels,
+    /// The labels without `__name__`, as most functions return them.
+    pub no_name: Labels,
     pub samples: Vec<(i64, f64)>,
+    /// Whether any sample is a stale marker (a window holding one must drop it).
+    pub has_stale: bool,
+    /// No sample is below the one before it (stale markers skipped): `rate()` over any window
+    /// then needs no reset scan. Mesh counters on the 1 s grid never reset.
+    pub monotonic: bool,
+}
+
+/// A range selector's samples in one window: borrowed from what was fetched, copied only when a
+/// stale marker has to be dropped.
+pub(crate) struct RangeSeries<'s> {
+    pub labels: &'s Labels,
+    pub no_name: std::borrow::Cow<'s, Labels>,
+    pub points: std::borrow::Cow<'s, [(i64, f64)]>,
+    pub monotonic: bool,
 }
 
 /// One query's evaluation state.
@@ -195,7 +211,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// All series of a selector with their samples over the query's window.
-    fn fetch(&self, vs: &VectorSelector) -> Result<std::rc::Rc<Vec<Selected>>> {
+    pub(crate) fn fetch(&self, vs: &VectorSelector) -> Result<std::rc::Rc<Vec<Selected>>> {
         let key = vs as *const VectorSelector as usize;
         if let Some(hit) = self.cache.borrow().get(&key) {
             return Ok(hit.clone());
@@ -227,9 +243,26 @@ impl<'a> Evaluator<'a> {
         })?;
         let out: Vec<Selected> = fetched
             .into_iter()
-            .map(|f| Selected {
-                labels: f.labels,
-                samples: f.samples,
+            .map(|f| {
+                let has_stale = f.samples.iter().any(|(_, v)| is_stale(*v));
+                let mut prev = f64::NEG_INFINITY;
+                let monotonic = f
+                    .samples
+                    .iter()
+                    .filter(|(_, v)| !is_stale(*v))
+                    .all(|(_, v)| {
+                        // A reset is `v < prev`; NaN on either side is none, as in rate().
+                        let up = v.partial_cmp(&prev) != Some(std::cmp::Ordering::Less);
+                        prev = *v;
+                        up
+                    });
+                Selected {
+                    no_name: f.labels.without_name(),
+                    labels: f.labels,
+                    samples: f.samples,
+                    has_stale,
+                    monotonic,
+                }
             })
             .collect();
         let out = std::rc::Rc::new(out);
@@ -286,6 +319,45 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// [`Evaluator::select_range`] without copying: each series' window of `fetched` (what
+    /// [`Evaluator::fetch`] returned for `vs`), empty windows dropped.
+    pub(crate) fn range_views<'s>(
+        &self,
+        fetched: &'s [Selected],
+        vs: &VectorSelector,
+        range: i64,
+        ts: i64,
+    ) -> Vec<RangeSeries<'s>> {
+        use std::borrow::Cow;
+        let t = self.at(&vs.at, ts) - offset_ms(&vs.offset);
+        let mut out = Vec::new();
+        for s in fetched {
+            let from = s.samples.partition_point(|(st, _)| *st < t - range);
+            let to = s.samples.partition_point(|(st, _)| *st <= t);
+            let window = s.samples.get(from..to).unwrap_or_default();
+            let points: Cow<'s, [(i64, f64)]> = if s.has_stale {
+                Cow::Owned(
+                    window
+                        .iter()
+                        .copied()
+                        .filter(|(_, v)| !is_stale(*v))
+                        .collect(),
+                )
+            } else {
+                Cow::Borrowed(window)
+            };
+            if !points.is_empty() {
+                out.push(RangeSeries {
+                    labels: &s.labels,
+                    no_name: Cow::Borrowed(&s.no_name),
+                    points,
+                    monotonic: s.monotonic,
+                });
+            }
+        }
+        out
     }
 
     /// Evaluates `e` at `ts` (milliseconds).

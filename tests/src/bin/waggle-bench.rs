@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use waggle::api::ingest::{RwLabel, RwSample, RwTimeSeries};
+use waggle_tests::bench::traffic::{traffic, workloads};
+use waggle_tests::bench::{percentile, stats};
 use waggle_tests::process::{rss, Serve};
 use waggle_tests::prom::{self, Prometheus};
-use waggle_wire::{sample, BatchBuilder, Event, Header};
 
 struct Opts {
     quick: bool,
@@ -55,71 +56,6 @@ fn opts() -> Result<Opts> {
         only,
         waggle,
     })
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        v.get(((v.len() - 1) as f64 * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    (at(0.0), at(0.5), at(1.0))
-}
-
-fn percentile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(((v.len() - 1) as f64 * q).round() as usize)
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
-/// The workloads of the 10,000-series mesh: each gets two response codes.
-fn workloads(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("svc-{i:03}")).collect()
-}
-
-/// One second of traffic to `workload`, `per_second` requests ending in `[t, t+1s)`.
-fn second_of_traffic(rng: &mut sample::Rng, t_ms: i64, per_second: usize) -> Vec<Event> {
-    let mut base = sample::inbound(per_second, rng.next_u64() | 1, false);
-    for (i, e) in base.iter_mut().enumerate() {
-        e.duration_us = 1_000 + rng.range(0, 200_000);
-        let end = t_ms as u64 * 1000 + (i as u64 * 1_000_000 / per_second as u64);
-        e.start_unix_us = end - e.duration_us;
-        e.peer = sample::workload("loadtester", "test", "loadtester", "v1");
-        e.peer_principal = "spiffe://cluster.local/ns/test/sa/loadtester".into();
-        e.response_code = if rng.range(0, 100) < 5 { 503 } else { 200 };
-        e.response_flags = "-".into();
-        e.method = "GET".into();
-    }
-    base
-}
-
-fn header(workload: &str, seq: u64) -> Header {
-    Header {
-        vm_id: 1,
-        sequence: seq,
-        dropped: 0,
-        local: sample::workload(workload, "test", workload, "v1"),
-        ..sample::header(seq)
-    }
-}
-
-/// Encoded batches covering `seconds` of traffic for every workload, oldest first.
-fn traffic(workloads: &[String], seconds: i64, end_ms: i64, per_second: usize) -> Vec<Vec<u8>> {
-    let mut rng = sample::Rng::new(7);
-    let mut out = Vec::new();
-    let mut b = BatchBuilder::new();
-    for s in 0..seconds {
-        let t = end_ms - (seconds - s) * 1000;
-        for (i, w) in workloads.iter().enumerate() {
-            for e in second_of_traffic(&mut rng, t, per_second) {
-                b.push(&e);
-            }
-            out.push(b.finish(&header(w, (s as u64) * workloads.len() as u64 + i as u64)));
-        }
-    }
-    out
 }
 
 fn ingest_section(quick: bool) -> String {
@@ -573,14 +509,27 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     ];
     let iterations = if o.quick { 30 } else { 200 };
     let mut rows = String::new();
-    let mut measure = |name: &str, q: &str| -> Result<f64> {
+    // `range`: (span, step) in seconds, ending at the newest sample, for a range query.
+    let mut measure = |name: &str, q: &str, range: Option<(i64, i64)>| -> Result<f64> {
         let (mut tw, mut tp) = (Vec::new(), Vec::new());
-        let t = format!("{}", now as f64 / 1000.0);
+        let secs = |ms: i64| format!("{}", ms as f64 / 1000.0);
+        let (path, params) = match range {
+            None => ("query", vec![("time", secs(now))]),
+            Some((span, step)) => (
+                "query_range",
+                vec![
+                    ("start", secs(now - span * 1000)),
+                    ("end", secs(now)),
+                    ("step", step.to_string()),
+                ],
+            ),
+        };
         let ask = |base: &str| -> Result<(f64, serde_json::Value)> {
             let start = Instant::now();
             let v: serde_json::Value = c
-                .get(format!("{base}/api/v1/query"))
-                .query(&[("query", q), ("time", t.as_str())])
+                .get(format!("{base}/api/v1/{path}"))
+                .query(&[("query", q)])
+                .query(&params)
                 .send()?
                 .json()?;
             Ok((start.elapsed().as_secs_f64() * 1e3, v))
@@ -590,7 +539,13 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
         let (_, pv) = ask(&pb)?;
         let agree = wv["data"]["result"].as_array().map(Vec::len)
             == pv["data"]["result"].as_array().map(Vec::len);
-        for i in 0..iterations {
+        // A range query is many evaluations: fewer runs keep the section to minutes.
+        let runs = if range.is_some() {
+            (iterations / 10).max(3)
+        } else {
+            iterations
+        };
+        for i in 0..runs {
             // Alternate which goes first so neither always meets a warm cache.
             if i % 2 == 0 {
                 tw.push(ask(&wb)?.0);
@@ -600,8 +555,8 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
                 tw.push(ask(&wb)?.0);
             }
         }
-        let (wm, pm) = (percentile(&mut tw, 0.5), percentile(&mut tp, 0.5));
-        let (w99, p99) = (percentile(&mut tw, 0.99), percentile(&mut tp, 0.99));
+        let (wm, pm) = (percentile(&tw, 0.5), percentile(&tp, 0.5));
+        let (w99, p99) = (percentile(&tw, 0.99), percentile(&tp, 0.99));
         rows.push_str(&format!(
             "| {name} | {wm:.3} | {w99:.3} | {pm:.3} | {p99:.3} | {:.1}x |{}\n",
             pm / wm,
@@ -615,16 +570,30 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     };
     // What any answer costs: HTTP on loopback, the envelope, JSON. Small queries cannot be
     // further apart than this allows.
-    let floor = measure("floor: `vector(1)`", "vector(1)")?;
-    let r1 = measure("Flagger request-success-rate", &flagger_success)?;
-    let r2 = measure("Flagger request-duration (p99)", &flagger_duration)?;
+    let floor = measure("floor: `vector(1)`", "vector(1)", None)?;
+    let r1 = measure("Flagger request-success-rate", &flagger_success, None)?;
+    let r2 = measure("Flagger request-duration (p99)", &flagger_duration, None)?;
     let mut common_ratios = Vec::new();
     for (i, q) in common.iter().enumerate() {
         common_ratios.push(measure(
             &format!("common {}: `{}`", i + 1, q.replace('|', "\\|")),
             q,
+            None,
         )?);
     }
+    // Dashboard-style range queries of the heavy ones: the last 5 min at 1 s, the hour at 15 s.
+    let mut range_ratios = Vec::new();
+    for i in [0, 2, 9] {
+        for (span, step, what) in [(300, 1, "5 min at 1 s"), (3600, 15, "1 h at 15 s")] {
+            let span = span.min(minutes * 60);
+            range_ratios.push(measure(
+                &format!("range {what}, common {}", i + 1),
+                &common[i],
+                Some((span, step)),
+            )?);
+        }
+    }
+    let (rmin, rmed, rmax) = stats(range_ratios);
     let (cmin, cmed, cmax) = stats(common_ratios);
     let wd = w_after.saturating_sub(w_before) as f64;
     let pd = p_after.saturating_sub(p_before) as f64;
@@ -636,18 +605,20 @@ fn query_section(o: &Opts, n_workloads: usize) -> Result<(String, Held)> {
     let text = format!(
         "## Query latency and memory beside Prometheus 2.42, {series_count} series\n\n\
          {series_count:.0} active series from {} workloads, {minutes} min of 1 s samples ({samples} samples), the same samples in both \
-         (waggle from events, Prometheus by remote write). Instant queries at the newest sample, over HTTP on loopback, \
-         {iterations} alternating runs each; times in milliseconds, including the HTTP round trip.\n\n\
+         (waggle from events, Prometheus by remote write). Instant queries at the newest sample (range queries end there), over HTTP on loopback, \
+         {iterations} alternating runs each ({} for range queries); times in milliseconds, including the HTTP round trip.\n\n\
          | query | waggle median | waggle p99 | Prometheus median | Prometheus p99 | Prometheus/waggle (median) |\n|---|---|---|---|---|---|\n{rows}\n\
          The first row is the floor of any answer over HTTP (Prometheus/waggle {floor:.1}x): for queries that touch a few series, both servers spend most of the time there. \
          Flagger's queries: waggle is {r1:.1}x and {r2:.1}x faster at the median. Ten common queries: {cmin:.1}x / {cmed:.1}x / {cmax:.1}x (min / median / max). \
-         Goal: Flagger's queries at most 1 ms at the median; 10x Prometheus on common queries.\n\n\
+         Range queries of common 1, 3 and 10: {rmin:.1}x / {rmed:.1}x / {rmax:.1}x. \
+         Goal: Flagger's queries at most 1 ms at the median; 10x Prometheus on queries whose Prometheus median exceeds 5 ms, instant and range.\n\n\
          | memory after loading | waggle | Prometheus 2.42 |\n|---|---|---|\n\
          | resident memory gained | {:.1} MiB | {:.1} MiB |\n\
          | per active series | {:.0} bytes | {:.0} bytes |\n\
          | per active series, waggle's own count of series data and labels | {:.0} bytes | |\n\n\
          Goal: at most 2 KB per active counter series at 1 h of 1 s samples{}.\n",
         ws.len(),
+        (iterations / 10).max(3),
         wd / 1048576.0,
         pd / 1048576.0,
         wd / series_count,
