@@ -54,7 +54,7 @@ fn opts() -> Options {
 fn each_kind_of_empty_answer_is_explained() {
     let lock = store();
     // (query, words the reasons hold, words they must not hold)
-    let cases: [(&str, &[&str], &[&str]); 6] = [
+    let cases: [(&str, &[&str], &[&str]); 10] = [
         (
             r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="prod",destination_workload=~"podinfo"}[1m]))"#,
             &[
@@ -99,6 +99,28 @@ fn each_kind_of_empty_answer_is_explained() {
                 r#"their response_code values are "200""#,
             ],
             &[],
+        ),
+        // The division found under a call, parentheses, a unary minus and an aggregation.
+        (
+            r#"clamp_max((sum(rate(istio_requests_total{response_code=~"5.*"}[1m])) / sum(rate(istio_requests_total[1m]))), 1)"#,
+            &["the ratio is empty only because its numerator"],
+            &[],
+        ),
+        (
+            r#"-sum(rate(istio_requests_total{response_code=~"5.*"}[1m]) / rate(istio_requests_total[1m]))"#,
+            &["the ratio is empty only because its numerator"],
+            &[],
+        ),
+        // Only a division, and only when the denominator has data.
+        (
+            r#"sum(rate(istio_requests_total{response_code=~"5.*"}[1m])) + sum(rate(istio_requests_total[1m]))"#,
+            &[r#"their response_code values are "200""#],
+            &["the ratio is empty"],
+        ),
+        (
+            r#"sum(rate(istio_requests_total{response_code=~"5.*"}[1m])) / sum(rate(istio_missing_total[1m]))"#,
+            &[r#"no metric is named "istio_missing_total""#],
+            &["the ratio is empty"],
         ),
         (
             r#"sum(rate(istio_requests_total{reporter="destination"}[1m])) / sum(rate(istio_missing_total[1m]))"#,
